@@ -1,0 +1,5 @@
+import sys
+
+from deepmsi.cli import main
+
+sys.exit(main())

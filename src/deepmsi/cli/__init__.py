@@ -1,0 +1,68 @@
+"""The ``deepmsi`` command: a thin shell over the Python API.
+
+Each sub-command lives in its own module here with two functions, ``add_parser(subparsers)`` and
+``run(args) -> int``. Errors a user can fix (``DeepMSIError``) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from deepmsi.errors import DeepMSIError
+
+# Sub-command name -> module under deepmsi.cli. Imported lazily so `deepmsi --help` stays fast.
+COMMANDS = {
+    "inspect": "inspect",
+    "synth": "synth",
+    "prepare": "prepare",
+    "train": "train",
+    "evaluate": "evaluate",
+    "ablate": "ablate",
+    "demo": "demo",
+    "predict": "predict",
+    "export": "export",
+    "serve": "serve",
+}
+
+
+def _available() -> dict[str, object]:
+    modules = {}
+    for name, mod in COMMANDS.items():
+        try:
+            modules[name] = importlib.import_module(f"deepmsi.cli.{mod}")
+        except ModuleNotFoundError as err:  # a command not built yet
+            if err.name != f"deepmsi.cli.{mod}":
+                raise
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deepmsi", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in _available().values():
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.run(args) or 0)
+    except DeepMSIError as err:
+        print(f"deepmsi {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"deepmsi {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

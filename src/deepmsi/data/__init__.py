@@ -1,0 +1,1 @@
+"""The only package that touches files and codecs: dataset readers, media decoding, caches."""
