@@ -1,0 +1,49 @@
+"""``deepmsi evaluate --run RUN``: score a trained run and write report.json + confusion.png."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score a trained run (report.json, confusion.png)",
+        description="Score a run on a split of its own cache, another cache, or another dataset.",
+    )
+    p.add_argument("--run", required=True, type=Path, help="run folder from `deepmsi train`")
+    p.add_argument("--split", default="test", help="split to score: train, dev, test or all")
+    p.add_argument("--out", type=Path, help="folder for report.json and confusion.png")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--cache", type=Path, help="another prepared feature cache")
+    src.add_argument(
+        "--dataset", metavar="SPEC",
+        help="another labelled dataset (meld:DIR, iemocap:PATH, folder:DIR), prepared first "
+        "with the run's encoders",
+    )  # fmt: skip
+    p.add_argument(
+        "--label-map", type=Path, metavar="FILE",
+        help="JSON {old: new} or CSV old,new mapping the data's labels onto the run's",
+    )  # fmt: skip
+    p.add_argument("--checkpoint", default="best", help="best (default), last or an epoch number")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from deepmsi.checkpoint import load_run
+    from deepmsi.evaluate import evaluate
+
+    checkpoint = int(args.checkpoint) if args.checkpoint.isdigit() else args.checkpoint
+    trained = load_run(args.run, checkpoint=checkpoint)
+    data = args.dataset or args.cache
+    out = args.out
+    if out is None:
+        tag = "" if data is None else "-" + Path(str(data).rpartition(":")[2]).name
+        out = args.run / f"eval{tag}-{args.split}"
+    report = evaluate(trained, data, args.split, args.label_map, out=out,
+                      batch_size=args.batch_size)  # fmt: skip
+    print(report.table())
+    print(f"wrote {out}/report.json and {out}/confusion.png")
+    return 0

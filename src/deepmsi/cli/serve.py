@@ -1,0 +1,31 @@
+"""``deepmsi serve --run RUN``: the HTTP API and web page for a trained run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="serve a trained run over HTTP (API + web page)",
+        description="Serve POST /predict, GET /health and a web page at / for a trained run.",
+    )
+    p.add_argument("--run", dest="run_dir", required=True, type=Path, help="trained run folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-upload-mb", type=float, default=200.0,
+                   help="larger uploads are answered 413 (default 200)")  # fmt: skip
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from deepmsi.serve import create_app
+
+    app = create_app(args.run_dir, max_upload_mb=args.max_upload_mb)
+    print(f"serving {args.run_dir} on http://{args.host}:{args.port}/ (Ctrl-C to stop)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0

@@ -1,0 +1,147 @@
+"""``deepmsi train --cache CACHE --out RUN``: train on a prepared feature cache.
+
+Works as is under ``torchrun --nproc_per_node N -m deepmsi train ...`` (DDP; only rank 0 prints).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from deepmsi.errors import ConfigError
+
+PRESETS = ("cpu", "paper", "tiny")
+
+
+def _modalities(text: str) -> str:
+    letters = "".join(c for c in text.lower() if c not in ",+ ")
+    if not letters or set(letters) - set("tav"):
+        raise argparse.ArgumentTypeError(f"{text!r}: use any of t, a, v (e.g. tav or t,a)")
+    return "".join(m for m in "tav" if m in letters)
+
+
+def _on_off(text: str) -> bool:
+    if text.lower() not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"{text!r}: use on or off")
+    return text.lower() == "on"
+
+
+def add_config_options(p: argparse.ArgumentParser, *, modalities: bool = True) -> None:
+    """Options shared by train and ablate; None means "not given" (keep the preset's value)."""
+    g = p.add_argument_group("model and training")
+    g.add_argument("--preset", choices=PRESETS, default="cpu", help="config preset (default cpu)")
+    if modalities:
+        g.add_argument("--modalities", type=_modalities, help="any of t, a, v (default tav)")
+        g.add_argument("--vsc", type=_on_off, metavar="on|off", help="visual sequence compression")
+    g.add_argument("--contrastive-weight", type=float, metavar="W", help="weight of the loss term")
+    g.add_argument(
+        "--modality-dropout", type=float, metavar="P",
+        help="probability of hiding each modality per sample while training (cpu preset: 0.2)",
+    )  # fmt: skip
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--lr", type=float)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
+    g.add_argument(
+        "--class-weights", action="store_const", const=True,
+        help="inverse-frequency class weights in the cross-entropy (off by default, as the paper)",
+    )  # fmt: skip
+    g.add_argument("--device", help="auto (default), cpu or cuda[:N]")
+    g.add_argument("--workers", type=int, help="data-loader worker processes (default 0)")
+
+
+def build_configs(args: argparse.Namespace, base: tuple[Any, Any] | None = None) -> tuple[Any, Any]:
+    """(ModelConfig, TrainConfig): the preset (or ``base``) with the options given applied."""
+    from deepmsi.config import model_preset
+    from deepmsi.train import train_preset
+
+    if base is None:
+        model_cfg, train_cfg = model_preset(args.preset), train_preset(args.preset)
+    else:
+        model_cfg, train_cfg = base
+    model_over = {
+        "modalities": getattr(args, "modalities", None),
+        "vsc": getattr(args, "vsc", None),
+        "modality_dropout": args.modality_dropout,
+    }
+    train_over = {
+        "contrastive_weight": args.contrastive_weight,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "patience": args.patience,
+        "class_weights": args.class_weights,
+        "device": args.device,
+        "num_workers": args.workers,
+    }
+    model_cfg = model_cfg.replace(**{k: v for k, v in model_over.items() if v is not None})
+    train_cfg = train_cfg.replace(**{k: v for k, v in train_over.items() if v is not None})
+    return model_cfg, train_cfg
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a model on a prepared feature cache",
+        description="Train DeepMSI on a feature cache; the epoch is chosen on the dev split.",
+    )
+    p.add_argument("--cache", required=True, type=Path, help="feature cache from `deepmsi prepare`")
+    p.add_argument("--out", required=True, type=Path, help="run folder to write")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument(
+        "--protocol", choices=("standard", "kfold10"), default="standard",
+        help="standard: the dataset's splits; kfold10: 10-fold CV, one run per fold",
+    )  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_config_options(p)
+    p.set_defaults(run=run)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from deepmsi.checkpoint import CONFIG_FILE, read_config
+
+    main = int(os.environ.get("RANK", "0")) == 0
+    base = None
+    if args.resume and args.protocol == "standard" and (args.out / CONFIG_FILE).is_file():
+        saved = read_config(args.out)
+        base = (saved.model_config, saved.train_config)
+    model_cfg, train_cfg = build_configs(args, base)
+    progress = not args.no_progress
+
+    if args.protocol == "kfold10":
+        from deepmsi.protocols import kfold
+
+        result = kfold(
+            args.cache, args.out, model_cfg, train_cfg, folds=10, resume=args.resume,
+            progress=progress,
+        )  # fmt: skip
+        if main:
+            print(result.table())
+            print(f"wrote {args.out}/protocol.json (per-fold reports in fold_XX/eval/)")
+        return 0
+
+    from deepmsi.train import train
+
+    if not args.cache.exists():
+        raise ConfigError(f"{args.cache}: no such feature cache")
+    result = train(args.cache, args.out, model_cfg, train_cfg, resume=args.resume,
+                   progress=progress)  # fmt: skip
+    if main:
+        dev = result.best_dev
+        stop = " (stopped early)" if result.stopped_early else ""
+        print(
+            f"trained {result.epochs_run} epochs{stop}, {result.seconds_per_epoch:.1f} s/epoch; "
+            f"best epoch {result.best_epoch}: dev accuracy {_pct(dev['accuracy'])}, "
+            f"weighted F1 {_pct(dev['weighted_f1'])}, macro F1 {_pct(dev['macro_f1'])} "
+            f"({dev['utterances']} utterances)"
+        )
+        print(f"run folder: {result.run_dir}  (score it: deepmsi evaluate --run {result.run_dir})")
+    return 0

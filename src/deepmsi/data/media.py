@@ -1,0 +1,319 @@
+"""Decode speech and face frames from any container PyAV reads (mp4, avi, flv, wav, flac, ...).
+
+Streams are found by type, never by index (CREMA-D's FLV files put a data stream first). A file
+without an audio or video stream gives that modality as ``None``; a file that cannot be read
+(missing, empty, truncated, not media) raises a one-line ``DataError`` naming it.
+PyAV and OpenCV are imported on first use so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deepmsi.data.records import Utterance
+from deepmsi.errors import DataError
+
+log = logging.getLogger(__name__)
+
+# Seek (instead of decoding from the top) when a segment starts this far in, and land this much
+# before it so demuxers that seek coarsely still start early enough.
+SEEK_AFTER_S = 2.0
+SEEK_MARGIN_S = 1.0
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What a header probe finds: decodable audio/video streams and the duration (s, or None)."""
+
+    audio: bool
+    video: bool
+    duration: float | None
+
+
+@dataclass(frozen=True)
+class Clip:
+    """Decoded media of one utterance: ``audio`` [T] float32 mono, ``frames`` [F,S,S,3] uint8 RGB
+    face crops, and how many of the F frames had a detected face (the rest are centre crops)."""
+
+    audio: np.ndarray | None
+    frames: np.ndarray | None
+    faces_found: int
+
+
+def _av():
+    import av
+    import av.logging
+
+    av.logging.set_level(None)  # libav's own warnings would otherwise reach the user's terminal
+    return av
+
+
+@contextmanager
+def _open(path: str | Path) -> Iterator:
+    """An open input container; every libav failure becomes ``DataError(path, ...)``."""
+    av = _av()
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise DataError(path, "empty file (0 bytes)")
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except (av.error.FFmpegError, OSError) as err:
+        raise DataError(path, f"unreadable media ({_reason(err)})") from None
+    try:
+        yield container
+    except av.error.FFmpegError as err:
+        raise DataError(path, f"corrupt media ({_reason(err)})") from None
+    finally:
+        container.close()
+
+
+def _reason(err: Exception) -> str:
+    text = getattr(err, "strerror", None) or str(err) or type(err).__name__
+    return text[:1].lower() + text[1:]
+
+
+def _decodable(stream) -> bool:
+    ctx = getattr(stream, "codec_context", None)
+    return ctx is not None and bool(ctx.name)
+
+
+def probe(path: str | Path) -> MediaInfo:
+    """Read only the container header (no decoding): fast enough for thousands of clips."""
+    with _open(path) as container:
+        audio = any(_decodable(s) for s in container.streams.audio)
+        video = any(_decodable(s) for s in container.streams.video)
+        duration = container.duration / 1_000_000 if container.duration else None
+    return MediaInfo(audio, video, duration)
+
+
+def _seek(container, stream, start: float | None) -> None:
+    """Jump to a keyframe before ``start`` when that saves decoding; stay put if seeking fails."""
+    if start is None or start < SEEK_AFTER_S or stream.time_base is None:
+        return
+    av = _av()
+    try:
+        container.seek(int((start - SEEK_MARGIN_S) / stream.time_base), stream=stream)
+    except av.error.FFmpegError:
+        log.debug("cannot seek in %s; decoding from the start", container.name)
+
+
+def decode_audio(
+    path: str | Path,
+    *,
+    sample_rate: int = 16000,
+    start: float | None = None,
+    end: float | None = None,
+) -> np.ndarray | None:
+    """Speech as float32 mono [T] at ``sample_rate``, cut to ``[start, end)`` seconds if given.
+
+    Channels are averaged (not libswresample's -3 dB downmix) so a mono recording copied to two
+    channels keeps its level. None when the file has no audio stream.
+    """
+    av = _av()
+    with _open(path) as container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        _seek(container, stream, start)
+        resampler = av.AudioResampler(format="fltp", rate=sample_rate)
+        chunks: list[np.ndarray] = []  # each [C, n]
+        t0 = None
+        for frame in container.decode(stream):
+            if t0 is None:
+                t0 = frame.time or 0.0
+            if end is not None and frame.time is not None and frame.time >= end:
+                break
+            chunks += [out.to_ndarray() for out in resampler.resample(frame)]
+        chunks += [out.to_ndarray() for out in resampler.resample(None)]
+    if not chunks:
+        raise DataError(path, "audio stream has no samples")
+    audio = np.concatenate(chunks, axis=1).mean(axis=0, dtype=np.float32)  # [C, T] -> [T]
+    first = 0 if start is None else max(0, round((start - t0) * sample_rate))
+    last = len(audio) if end is None else max(0, round((end - t0) * sample_rate))
+    audio = audio[first:last]
+    if audio.size == 0:
+        raise DataError(path, f"no audio samples between {start} s and {end} s")
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def decode_frames(
+    path: str | Path,
+    *,
+    num_frames: int,
+    start: float | None = None,
+    end: float | None = None,
+) -> list[np.ndarray] | None:
+    """``num_frames`` RGB uint8 [H,W,3] frames at the centres of equal parts of the segment.
+
+    Each target time takes the decoded frame nearest to it; decoding stops after the last one,
+    and seeks first when the segment starts late in a long file. A video shorter than
+    ``num_frames`` frames repeats frames. None when the file has no video stream.
+    """
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    with _open(path) as container:
+        if not container.streams.video:
+            return None
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        seg_start, seg_end = _segment(container, stream, start, end)
+        step = (seg_end - seg_start) / num_frames
+        targets = [seg_start + (i + 0.5) * step for i in range(num_frames)]
+        _seek(container, stream, start)
+        chosen = _nearest_frames(container.decode(stream), targets, stream)
+    if not chosen:
+        raise DataError(path, f"no video frames between {seg_start:.2f} s and {seg_end:.2f} s")
+    arrays: dict[int, np.ndarray] = {}
+    for frame in chosen:
+        if id(frame) not in arrays:
+            arrays[id(frame)] = frame.to_ndarray(format="rgb24")
+    return [arrays[id(frame)] for frame in chosen]
+
+
+def _segment(container, stream, start: float | None, end: float | None) -> tuple[float, float]:
+    """The segment in seconds; the end comes from the header, else from a packet scan."""
+    origin = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    seg_start = origin if start is None else start
+    if end is not None:
+        return seg_start, max(end, seg_start)
+    if stream.duration is not None and stream.time_base is not None:
+        return seg_start, max(origin + float(stream.duration * stream.time_base), seg_start)
+    if container.duration:
+        return seg_start, max(container.duration / 1_000_000, seg_start)
+    last = seg_start
+    for packet in container.demux(stream):  # no header duration (e.g. some FLV): scan packets
+        if packet.pts is not None and packet.time_base is not None:
+            last = max(last, float((packet.pts + (packet.duration or 0)) * packet.time_base))
+    container.seek(0)
+    return seg_start, last
+
+
+def _nearest_frames(frames, targets: list[float], stream) -> list:
+    """For each target time (ascending), the decoded frame closest to it."""
+    rate = float(stream.average_rate or 25)
+    chosen: list = []
+    prev = None  # (time, frame)
+    for index, frame in enumerate(frames):
+        t = frame.time if frame.time is not None else index / rate
+        while len(chosen) < len(targets) and t >= targets[len(chosen)]:
+            target = targets[len(chosen)]
+            use_prev = prev is not None and target - prev[0] <= t - target
+            chosen.append(prev[1] if use_prev else frame)
+        if len(chosen) == len(targets):
+            return chosen
+        prev = (t, frame)
+    if prev is None:
+        return []
+    return chosen + [prev[1]] * (len(targets) - len(chosen))
+
+
+_CASCADE = None
+
+
+def _cascade():
+    """OpenCV's bundled frontal-face Haar cascade, loaded once per process."""
+    global _CASCADE
+    if _CASCADE is None:
+        import cv2
+
+        path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+        cascade = cv2.CascadeClassifier(str(path))
+        if cascade.empty():
+            raise DataError(path, "cannot load OpenCV's face detector")
+        _CASCADE = cascade
+    return _CASCADE
+
+
+class FaceCropper:
+    """Square face crops of ``image_size`` pixels: the largest Haar-cascade face, widened by
+    ``margin`` of its size on each side; a centred square crop when no face is found.
+
+    Detection runs on a grey copy scaled to ``detect_size`` pixels on the short side (speed);
+    faces smaller than ``min_face`` of that side are ignored.
+    """
+
+    def __init__(
+        self,
+        image_size: int,
+        *,
+        margin: float = 0.25,
+        min_face: float = 0.08,
+        detect_size: int = 360,
+    ) -> None:
+        if image_size < 1:
+            raise ValueError(f"image_size must be >= 1, got {image_size}")
+        self.image_size = image_size
+        self.margin = margin
+        self.min_face = min_face
+        self.detect_size = detect_size
+        self._detector = _cascade()
+
+    def detect(self, frame: np.ndarray) -> tuple[int, int, int, int] | None:
+        """The largest face in an RGB [H,W,3] frame as (x, y, w, h) pixels, or None."""
+        import cv2
+
+        grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        scale = min(1.0, self.detect_size / min(grey.shape))
+        if scale < 1.0:
+            grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        smallest = max(20, int(self.min_face * min(grey.shape)))
+        faces = self._detector.detectMultiScale(
+            grey, scaleFactor=1.1, minNeighbors=5, minSize=(smallest, smallest)
+        )
+        if len(faces) == 0:
+            return None
+        x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
+        return tuple(int(round(v / scale)) for v in (x, y, w, h))
+
+    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, bool]:
+        """RGB [H,W,3] uint8 -> ([S,S,3] uint8 crop, whether a face was found)."""
+        import cv2
+
+        height, width = frame.shape[:2]
+        box = self.detect(frame)
+        if box is None:
+            side = min(height, width)
+            cx, cy = width / 2, height / 2
+        else:
+            x, y, w, h = box
+            side = min(round(max(w, h) * (1 + 2 * self.margin)), height, width)
+            cx, cy = x + w / 2, y + h / 2
+        x0 = int(min(max(round(cx - side / 2), 0), width - side))
+        y0 = int(min(max(round(cy - side / 2), 0), height - side))
+        crop = frame[y0 : y0 + side, x0 : x0 + side]
+        shrink = side > self.image_size
+        interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        crop = cv2.resize(crop, (self.image_size, self.image_size), interpolation=interp)
+        return np.ascontiguousarray(crop), box is not None
+
+
+def load_clip(
+    utt: Utterance, *, num_frames: int, image_size: int, sample_rate: int = 16000
+) -> Clip:
+    """Audio and face crops of one utterance; a missing stream or path gives None for it.
+
+    ``utt.start``/``utt.end`` cut the video; they cut the audio too when it is the same file
+    (a separate audio file, such as IEMOCAP's per-sentence wav, is already the utterance).
+    """
+    audio = None
+    if utt.audio is not None:
+        same = utt.video is not None and Path(utt.audio) == Path(utt.video)
+        segment = (utt.start, utt.end) if same else (None, None)
+        audio = decode_audio(utt.audio, sample_rate=sample_rate, start=segment[0], end=segment[1])
+    frames, faces = None, 0
+    if utt.video is not None:
+        raw = decode_frames(utt.video, num_frames=num_frames, start=utt.start, end=utt.end)
+        if raw is not None:
+            cropper = FaceCropper(image_size)
+            crops = [cropper(frame) for frame in raw]
+            frames = np.stack([crop for crop, _ in crops])  # [F, S, S, 3]
+            faces = sum(found for _, found in crops)
+    return Clip(audio, frames, faces)

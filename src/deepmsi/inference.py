@@ -1,0 +1,361 @@
+"""Run a trained model on new recordings: a clip, an audio file, a transcript, or a long video cut
+at its subtitle cues (or into fixed windows).
+
+``Predictor.from_run(run_dir)`` loads the model and rebuilds the exact feature pipeline the run
+was trained on (text encoder, audio encoder, frame count, face-crop size, sample rate: all read
+from the cache manifest stored in the run), once. ``predict`` then costs only decoding, encoding
+and one batched forward pass per call:
+
+    predictor = Predictor.from_run("runs/iemocap")
+    result = predictor.predict("talk.mp4", subtitles="talk.srt")
+    print(result.label, result.probabilities)
+
+Whatever modalities an input has are used; the others are marked absent so the model uses its
+learned placeholders (sound when the run was trained with modality dropout).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from deepmsi.errors import ConfigError, DataError
+from deepmsi.results import MODALITIES, Prediction, Segment
+from deepmsi.subtitles import Cue, read_subtitles
+
+if TYPE_CHECKING:
+    import torch
+
+    from deepmsi.checkpoint import Run
+
+__all__ = ["Prediction", "Predictor", "Segment"]
+
+log = logging.getLogger(__name__)
+
+TEXT_SUFFIXES = (".txt",)
+BATCH = 8  # segments per forward pass: bounds memory on long videos
+MIN_WINDOW_TAIL = 0.5  # seconds; a shorter last window joins the one before it
+
+
+@dataclass(frozen=True)
+class _Span:
+    """A part of the input to classify: seconds (None: whole file) and its transcript."""
+
+    start: float | None
+    end: float | None
+    text: str | None
+
+
+@dataclass
+class _Inputs:
+    """Encoded segments, ready for the model. Arrays are stacked over the N segments; a segment
+    without a modality has zeros there and False in ``present``."""
+
+    text: np.ndarray | None  # [N, Dt] f32
+    audio: np.ndarray | None  # [N, Da] f32
+    frames: np.ndarray | None  # [N, F, S, S, 3] uint8
+    present: dict[str, np.ndarray]  # name -> [N] bool
+
+
+class Predictor:
+    """A trained run plus its feature encoders, loaded once and reused for every call.
+
+    ``last_timings`` holds the seconds spent per stage in the latest ``predict`` (decode,
+    face_crop, text_encoder, audio_encoder, model, contributions).
+    """
+
+    def __init__(self, run: Run, *, contributions: bool = True) -> None:
+        self.run = run
+        self.model = run.model.eval()
+        self.config = run.model_config
+        self.labels: tuple[str, ...] = tuple(run.labels.names)
+        self.modalities: tuple[str, ...] = tuple(self.config.modality_names)
+        self.contributions = contributions
+        manifest = run.cache_manifest or {}
+        self.sample_rate = int(manifest.get("sample_rate") or 16000)
+        self.frames = self.config.frames
+        self.image_size = self.config.image_size
+        self.text_encoder = _text_encoder(manifest) if "text" in self.modalities else None
+        self.audio_encoder = _audio_encoder(manifest) if "audio" in self.modalities else None
+        self._cropper = None
+        if "video" in self.modalities:
+            from deepmsi.data.media import FaceCropper
+
+            self._cropper = FaceCropper(self.image_size)
+        self.last_timings: dict[str, float] = {}
+
+    @classmethod
+    def from_run(
+        cls, run_dir: str | Path, *, checkpoint: str | int = "best", contributions: bool = True
+    ) -> Predictor:
+        """Load a run folder written by ``deepmsi train`` (weights chosen by ``checkpoint``)."""
+        from deepmsi.checkpoint import load_run
+
+        run = load_run(run_dir, checkpoint=checkpoint)
+        log.info(
+            "loaded %s (epoch %s, modalities %s)", run_dir, run.epoch, run.model_config.modalities
+        )
+        return cls(run, contributions=contributions)
+
+    # ---- public -----------------------------------------------------------------------------
+    def predict(
+        self,
+        media: str | Path | None = None,
+        text: str | None = None,
+        subtitles: str | Path | Sequence[Cue] | None = None,
+        window: float | None = None,
+    ) -> Prediction:
+        """Classify one input.
+
+        - ``media``: a clip or an audio file (any container PyAV reads), or a ``.txt`` file
+          holding a transcript; None for text alone.
+        - ``text``: the transcript of the whole input (not with ``subtitles`` or ``window``).
+        - ``subtitles``: an .srt/.vtt path or parsed cues; one segment per cue, its text the
+          transcript.
+        - ``window``: cut the media into windows of this many seconds (no transcript).
+        """
+        self.last_timings = dict.fromkeys(
+            ("decode", "face_crop", "text_encoder", "audio_encoder", "model", "contributions"), 0.0
+        )
+        media, text = _media_and_text(media, text)
+        spans = self._spans(media, text, subtitles, window)
+        inputs = self._encode(media, spans)
+        if not any(v.any() for v in inputs.present.values()):
+            raise DataError(media or "input", "has none of the modalities this model uses "
+                            f"({', '.join(self.modalities)})")  # fmt: skip
+        probs, contributions = self._classify(inputs)
+        segments = []
+        for i, span in enumerate(spans):
+            p = {name: float(probs[i, k]) for k, name in enumerate(self.labels)}
+            used = tuple(m for m in MODALITIES if m in inputs.present and inputs.present[m][i])
+            segments.append(
+                Segment(
+                    start=span.start,
+                    end=span.end,
+                    text=span.text,
+                    label=max(p, key=p.__getitem__),
+                    probabilities=p,
+                    modalities=used,
+                    contributions=contributions[i],
+                )
+            )
+        source = Path(media).name if media is not None else "text"
+        return Prediction(source, self.labels, segments)
+
+    # ---- segments ---------------------------------------------------------------------------
+    def _spans(
+        self,
+        media: Path | None,
+        text: str | None,
+        subtitles: str | Path | Sequence[Cue] | None,
+        window: float | None,
+    ) -> list[_Span]:
+        if subtitles is not None and window is not None:
+            raise ConfigError("give subtitles or a window length, not both")
+        if text is not None and (subtitles is not None or window is not None):
+            raise ConfigError("a transcript (--text) belongs to a single clip; with subtitles the "
+                              "cues are the transcript")  # fmt: skip
+        if subtitles is not None:
+            cues = read_subtitles(subtitles) if isinstance(subtitles, (str, Path)) else subtitles
+            return [_Span(c.start, c.end, c.text or None) for c in cues]
+        if window is not None:
+            if media is None:
+                raise ConfigError("a window length needs a media file to cut")
+            if window <= 0:
+                raise ConfigError(f"window must be positive, got {window}")
+            return _windows(media, window)
+        if media is None and not text:
+            raise ConfigError("nothing to predict: give a media file, a transcript, or both")
+        return [_Span(None, None, text)]
+
+    # ---- features ---------------------------------------------------------------------------
+    def _encode(self, media: Path | None, spans: list[_Span]) -> _Inputs:
+        """Decode, crop and encode every span into model inputs (same steps as ``prepare``)."""
+        n = len(spans)
+        waves: list[np.ndarray | None] = [None] * n
+        crops: list[np.ndarray | None] = [None] * n
+        if media is not None:
+            for i, span in enumerate(spans):
+                waves[i], crops[i] = self._decode(media, span)
+        present: dict[str, np.ndarray] = {}
+        text_x = audio_x = frames_x = None
+        if self.text_encoder is not None:
+            has = np.array([bool(s.text and s.text.strip()) for s in spans])
+            text_x = np.zeros((n, self.config.text_dim), np.float32)
+            if has.any():
+                with self._timed("text_encoder"):
+                    text_x[has] = self.text_encoder.encode([s.text for s in spans if s.text and
+                                                            s.text.strip()])  # fmt: skip
+            present["text"] = has
+        if self.audio_encoder is not None:
+            has = np.array([w is not None for w in waves])
+            audio_x = np.zeros((n, self.config.audio_dim), np.float32)
+            if has.any():
+                with self._timed("audio_encoder"):
+                    audio_x[has] = self.audio_encoder.encode([w for w in waves if w is not None])
+            present["audio"] = has
+        if self._cropper is not None:
+            has = np.array([c is not None for c in crops])
+            shape = (self.frames, self.image_size, self.image_size, 3)
+            frames_x = np.stack([c if c is not None else np.zeros(shape, np.uint8) for c in crops])
+            present["video"] = has
+        return _Inputs(text_x, audio_x, frames_x, present)
+
+    def _decode(self, media: Path, span: _Span) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Speech [T] f32 and face crops [F, S, S, 3] uint8 of one span (None where absent)."""
+        from deepmsi.data.media import decode_audio, decode_frames
+
+        wave = raw = crops = None
+        with self._timed("decode"):
+            if self.audio_encoder is not None:
+                wave = decode_audio(
+                    media, sample_rate=self.sample_rate, start=span.start, end=span.end
+                )
+            if self._cropper is not None:
+                raw = decode_frames(media, num_frames=self.frames, start=span.start, end=span.end)
+        if raw is not None:
+            with self._timed("face_crop"):
+                crops = np.stack([self._cropper(frame)[0] for frame in raw])  # [F, S, S, 3]
+        return wave, crops
+
+    # ---- model ------------------------------------------------------------------------------
+    def _classify(self, inputs: _Inputs) -> tuple[np.ndarray, list[dict[str, float]]]:
+        """Probabilities [N, K] and, per segment, each present modality's contribution: how much
+        the predicted class's probability drops when the model no longer sees that modality."""
+        import torch
+
+        n = len(next(iter(inputs.present.values())))
+        probs = np.zeros((n, len(self.labels)), np.float32)
+        contributions: list[dict[str, float]] = [{} for _ in range(n)]
+        for lo in range(0, n, BATCH):
+            idx = slice(lo, min(n, lo + BATCH))
+            tensors = _tensors(inputs, idx)
+            present = {k: torch.from_numpy(v[idx].copy()) for k, v in inputs.present.items()}
+            with self._timed("model"):
+                p = self._forward(tensors, present)
+            probs[idx] = p
+            if not self.contributions:
+                continue
+            with self._timed("contributions"):
+                self._contributions(tensors, present, p, contributions, lo)
+        return probs, contributions
+
+    def _contributions(
+        self,
+        tensors: dict[str, torch.Tensor | None],
+        present: dict[str, torch.Tensor],
+        probs: np.ndarray,
+        out: list[dict[str, float]],
+        offset: int,
+    ) -> None:
+        """Fill ``out`` for the batch: one extra forward pass per modality, hiding it."""
+        import torch
+
+        counts = sum(v.long() for v in present.values())  # [b] modalities per segment
+        top = probs.argmax(1)
+        rows = np.arange(len(top))
+        for name, mask in present.items():
+            use = (mask & (counts >= 2)).numpy()
+            if not use.any():
+                continue
+            hidden = dict(present) | {name: mask & ~torch.from_numpy(use)}
+            p = self._forward(tensors, hidden)
+            drop = probs[rows, top] - p[rows, top]
+            for i in np.flatnonzero(use):
+                out[offset + i][name] = float(drop[i])
+
+    def _forward(
+        self, tensors: dict[str, torch.Tensor | None], present: dict[str, torch.Tensor]
+    ) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            out = self.model(**tensors, present=present)
+            return torch.softmax(out.logits.float(), dim=-1).numpy()
+
+    @contextmanager
+    def _timed(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.last_timings[stage] = self.last_timings.get(stage, 0.0) + time.perf_counter() - t0
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+def _tensors(inputs: _Inputs, idx: slice) -> dict[str, Any]:
+    """Model keyword inputs for rows ``idx``: frames [b, F, S, S, 3] u8 -> [b, F, 3, S, S] f32."""
+    import torch
+
+    text = None if inputs.text is None else torch.from_numpy(inputs.text[idx])
+    audio = None if inputs.audio is None else torch.from_numpy(inputs.audio[idx])
+    frames = None
+    if inputs.frames is not None:
+        frames = torch.from_numpy(inputs.frames[idx]).permute(0, 1, 4, 2, 3).float().div_(255.0)
+    return {"text": text, "audio": audio, "frames": frames}
+
+
+def _media_and_text(media: str | Path | None, text: str | None) -> tuple[Path | None, str | None]:
+    """A ``.txt`` input is a transcript, not media."""
+    text = text.strip() or None if text is not None else None
+    if media is None:
+        return None, text
+    media = Path(media)
+    if media.suffix.lower() in TEXT_SUFFIXES:
+        if text is not None:
+            raise ConfigError(f"{media}: a transcript file and --text both give the transcript")
+        try:
+            content = media.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as err:
+            raise DataError(media, f"cannot read transcript: {err}") from None
+        content = " ".join(content.split())
+        if not content:
+            raise DataError(media, "empty transcript")
+        return None, content
+    if not media.is_file():
+        raise DataError(media, "no such file")
+    return media, text
+
+
+def _windows(media: Path, window: float) -> list[_Span]:
+    """Consecutive ``window``-second spans covering the media."""
+    from deepmsi.data.media import probe
+
+    duration = probe(media).duration
+    if not duration:
+        raise DataError(media, "cannot cut into windows: the duration is unknown")
+    starts = list(np.arange(0.0, duration, window))
+    if len(starts) > 1 and duration - starts[-1] < MIN_WINDOW_TAIL:
+        starts.pop()
+    ends = starts[1:] + [duration]
+    return [
+        _Span(round(float(a), 3), round(float(b), 3), None)
+        for a, b in zip(starts, ends, strict=True)
+    ]
+
+
+def _text_encoder(manifest: dict):
+    """The run's frozen text encoder, as named in its cache manifest."""
+    from deepmsi.features.text import TextEncoder
+
+    spec = manifest.get("text_encoder") or {}
+    if not spec.get("name"):
+        raise ConfigError("the run's cache manifest names no text encoder")
+    return TextEncoder(spec["name"])
+
+
+def _audio_encoder(manifest: dict):
+    """The run's audio encoder, as named in its cache manifest."""
+    from deepmsi.features.audio import audio_encoder
+
+    spec = manifest.get("audio_encoder") or {}
+    if not spec.get("name"):
+        raise ConfigError("the run's cache manifest names no audio encoder")
+    return audio_encoder(spec["name"], sample_rate=int(manifest.get("sample_rate") or 16000))

@@ -1,0 +1,296 @@
+"""Swin-Transformer-V2 (Liu et al. 2022) with optional visual sequence compression in stage 3.
+
+V2 ingredients: cosine window attention with a learned, clamped per-head logit scale; a
+continuous relative position bias produced by a small MLP over log-spaced relative coordinates;
+residual post-norm (``x + norm(f(x))``); patch merging with LayerNorm after the reduction.
+Tokens are kept flat, [N, L, C] with L = H * W; each block knows its grid statically.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deepmsi.config import VSC_STAGE, ModelConfig
+from deepmsi.errors import ConfigError
+from deepmsi.models.vsc import VisualSequenceCompression
+from deepmsi.nn import DropPath, Mlp, fit_window, shifted_window_mask
+from deepmsi.nn import window_partition, window_reverse
+
+LOGIT_SCALE_MAX = math.log(1.0 / 0.01)
+
+
+def _relative_coords_table(window: int) -> torch.Tensor:
+    """Log-spaced relative offsets fed to the position-bias MLP: [(2w-1)^2, 2] in about [-1, 1]."""
+    rel = torch.arange(-(window - 1), window, dtype=torch.float32)
+    table = torch.stack(torch.meshgrid(rel, rel, indexing="ij"), dim=-1)  # 2w-1, 2w-1, 2
+    if window > 1:
+        table = table / (window - 1) * 8.0  # normalise to [-8, 8] like Swin-V2
+    # NOTE(official-code): the authors scale by the window size instead of 8 (a no-op for their
+    # window 8, different for the shrunken VSC windows 7/6/5).
+    table = torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8)
+    return table.view(-1, 2)
+
+
+def _relative_position_index(window: int) -> torch.Tensor:
+    """For each (query, key) pair in a window, the row of the coords table: [N * N], N = w*w."""
+    coords = torch.stack(
+        torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
+    ).flatten(1)  # 2, N
+    rel = coords[:, :, None] - coords[:, None, :] + (window - 1)  # 2, N, N in [0, 2w-2]
+    return (rel[0] * (2 * window - 1) + rel[1]).flatten()
+
+
+class WindowAttention(nn.Module):
+    """Cosine multi-head self-attention inside w x w windows: [B*nW, N, C] -> [B*nW, N, C]."""
+
+    def __init__(
+        self, dim: int, num_heads: int, window: int, cpb_hidden: int = 512, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.window = window
+        self.logit_scale = nn.Parameter(torch.full((num_heads, 1, 1), math.log(10.0)))
+        self.cpb_mlp = nn.Sequential(
+            nn.Linear(2, cpb_hidden), nn.ReLU(inplace=True), nn.Linear(cpb_hidden, num_heads, False)
+        )
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(dim))
+        self.v_bias = nn.Parameter(torch.zeros(dim))
+        self.register_buffer("k_bias", torch.zeros(dim), persistent=False)  # V2: no key bias
+        self.proj = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(dropout)
+        self.register_buffer("coords_table", _relative_coords_table(window), persistent=False)
+        self.register_buffer("position_index", _relative_position_index(window), persistent=False)
+
+    def position_bias(self) -> torch.Tensor:
+        """Continuous relative position bias, [heads, N, N], in (0, 16)."""
+        n = self.window * self.window
+        table = self.cpb_mlp(self.coords_table)  # (2w-1)^2, heads
+        bias = table[self.position_index].view(n, n, -1).permute(2, 0, 1)  # heads, N, N
+        return 16.0 * torch.sigmoid(bias)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B*nW, N, C]; mask [nW, N, N] additive (0 / -100) or None."""
+        bw, n, c = x.shape
+        bias = torch.cat([self.q_bias, self.k_bias, self.v_bias])
+        qkv = F.linear(x, self.qkv.weight, bias).view(bw, n, 3, self.num_heads, -1)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each B*nW, heads, N, d
+        scale = self.logit_scale.clamp(max=LOGIT_SCALE_MAX).exp()  # heads, 1, 1
+        attn = (F.normalize(q, dim=-1) * scale) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        attn = attn + self.position_bias()  # B*nW, heads, N, N
+        if mask is not None:
+            nw = mask.shape[0]
+            attn = attn.view(-1, nw, self.num_heads, n, n) + mask[None, :, None]
+            attn = attn.view(bw, self.num_heads, n, n)
+        attn = self.drop(attn.softmax(dim=-1))
+        out = (attn @ v).transpose(1, 2).reshape(bw, n, c)  # B*nW, N, C
+        return self.drop(self.proj(out))
+
+
+class SwinV2Block(nn.Module):
+    """(Shifted) window attention + MLP with residual post-norm on a grid x grid token map.
+
+    With ``keep_grid`` set, the block is a VSC block: after attention it keeps ``keep_grid**2``
+    tokens (guided by [N, C] guidance), so it maps [N, grid^2, C] -> [N, keep_grid^2, C].
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        grid: int,
+        window: int,
+        shifted: bool,
+        mlp_ratio: float = 4.0,
+        cpb_hidden: int = 512,
+        drop_path: float = 0.0,
+        keep_grid: int | None = None,
+        vsc_threshold: float = 0.6,
+        vsc_alpha: float = 0.9,
+    ) -> None:
+        super().__init__()
+        self.grid = grid
+        self.window = fit_window(grid, window)
+        # A single window covers the whole grid: shifting would only wrap it around.
+        self.shift = self.window // 2 if shifted and self.window < grid else 0
+        self.out_grid = keep_grid or grid
+        self.attn = WindowAttention(dim, num_heads, self.window, cpb_hidden)
+        self.norm1 = nn.LayerNorm(dim)
+        self.vsc = (
+            VisualSequenceCompression(keep_grid * keep_grid, vsc_threshold, vsc_alpha)
+            if keep_grid
+            else None
+        )
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.norm2 = nn.LayerNorm(dim)
+        self.drop_path = DropPath(drop_path)
+        self.register_buffer(
+            "attn_mask", shifted_window_mask(grid, self.window, self.shift), persistent=False
+        )
+
+    def extra_repr(self) -> str:
+        return f"grid={self.grid}->{self.out_grid}, window={self.window}, shift={self.shift}"
+
+    def _window_attention(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, c = x.shape
+        x = x.view(n, self.grid, self.grid, c)  # N, H, W, C
+        if self.shift:
+            x = torch.roll(x, shifts=(-self.shift, -self.shift), dims=(1, 2))
+        windows = window_partition(x, self.window)  # N*nW, w*w, C
+        windows = self.attn(windows, self.attn_mask)
+        x = window_reverse(windows, self.window, self.grid, self.grid)  # N, H, W, C
+        if self.shift:
+            x = torch.roll(x, shifts=(self.shift, self.shift), dims=(1, 2))
+        return x.reshape(n, self.grid * self.grid, c)
+
+    def forward(self, x: torch.Tensor, guidance: torch.Tensor | None = None) -> torch.Tensor:
+        """x [N, grid^2, C] -> [N, out_grid^2, C]."""
+        x = x + self.drop_path(self.norm1(self._window_attention(x)))
+        if self.vsc is not None:
+            # NOTE(official-code): the authors' VSC blocks drop the attention residual and add a
+            # LayerNorm without residual around VSC; we keep the standard post-norm residuals.
+            x = self.vsc(x, guidance).tokens  # N, keep, C
+        return x + self.drop_path(self.norm2(self.mlp(x)))
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping p x p patches -> tokens: [N, 3, S, S] -> [N, (S/p)^2, C], then LayerNorm."""
+
+    def __init__(self, patch_size: int, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x).flatten(2).transpose(1, 2))
+
+
+class PatchMerging(nn.Module):
+    """2x2 neighbours -> one token, reduce 4C -> 2C, then LayerNorm (V2 order).
+
+    [N, H*W, C] -> [N, ceil(H/2)*ceil(W/2), 2C]; an odd grid is zero-padded first.
+    """
+
+    def __init__(self, dim: int, grid: int) -> None:
+        super().__init__()
+        self.grid = grid
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.norm = nn.LayerNorm(2 * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, c = x.shape
+        x = x.view(n, self.grid, self.grid, c)  # N, H, W, C
+        pad = self.grid % 2
+        x = F.pad(x, (0, 0, 0, pad, 0, pad))
+        h = (self.grid + pad) // 2
+        x = x.view(n, h, 2, h, 2, c).permute(0, 1, 3, 4, 2, 5).reshape(n, h * h, 4 * c)
+        return self.norm(self.reduction(x))
+
+
+class SwinV2Stage(nn.Module):
+    """Optional patch merging, then ``depth`` blocks alternating plain and shifted windows.
+
+    In the VSC stage every non-shifted block ends with VSC, shrinking the grid to the next entry
+    of ``vsc_grids``; the following shifted block works on the shrunken grid.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        dim: int,
+        in_grid: int,
+        depth: int,
+        num_heads: int,
+        window: int,
+        mlp_ratio: float,
+        cpb_hidden: int,
+        drop_path: list[float],
+        downsample: bool,
+        vsc_grids: tuple[int, ...] = (),
+        vsc_threshold: float = 0.6,
+        vsc_alpha: float = 0.9,
+    ) -> None:
+        super().__init__()
+        self.downsample = PatchMerging(in_dim, in_grid) if downsample else None
+        grid = math.ceil(in_grid / 2) if downsample else in_grid
+        self.in_grid = grid
+        targets = list(vsc_grids)
+        self.blocks = nn.ModuleList()
+        for i in range(depth):
+            keep = targets.pop(0) if (targets and i % 2 == 0) else None
+            block = SwinV2Block(
+                dim, num_heads, grid, window, shifted=i % 2 == 1, mlp_ratio=mlp_ratio,
+                cpb_hidden=cpb_hidden, drop_path=drop_path[i], keep_grid=keep,
+                vsc_threshold=vsc_threshold, vsc_alpha=vsc_alpha,
+            )  # fmt: skip
+            self.blocks.append(block)
+            grid = block.out_grid
+        self.out_grid = grid
+
+    def forward(self, x: torch.Tensor, guidance: torch.Tensor | None = None) -> torch.Tensor:
+        if self.downsample is not None:
+            x = self.downsample(x)
+        for block in self.blocks:
+            x = block(x, guidance)
+        return x
+
+
+class SwinV2(nn.Module):
+    """The per-frame visual backbone: [N, 3, S, S] (normalised) -> [N, C_last] pooled feature.
+
+    ``guidance`` [N, C3] (C3 = width of stage 3) steers VSC; it is ignored without VSC.
+    """
+
+    def __init__(self, cfg: ModelConfig, vsc: bool | None = None) -> None:
+        super().__init__()
+        vsc = cfg.vsc if vsc is None else vsc
+        self.uses_vsc = vsc
+        dims = cfg.stage_dims
+        self.guidance_dim = dims[VSC_STAGE]
+        self.num_features = dims[-1]
+        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.embed_dim)
+        total = sum(cfg.depths)
+        rates = [cfg.drop_path * i / max(total - 1, 1) for i in range(total)]  # 0 -> drop_path
+        grid = cfg.image_size // cfg.patch_size
+        self.stages = nn.ModuleList()
+        try:
+            for i, depth in enumerate(cfg.depths):
+                start = sum(cfg.depths[:i])
+                stage = SwinV2Stage(
+                    in_dim=dims[max(i - 1, 0)], dim=dims[i], in_grid=grid, depth=depth,
+                    num_heads=cfg.num_heads[i], window=cfg.window_size, mlp_ratio=cfg.mlp_ratio,
+                    cpb_hidden=cfg.cpb_hidden, drop_path=rates[start : start + depth],
+                    downsample=i > 0, vsc_grids=cfg.vsc_grids if vsc and i == VSC_STAGE else (),
+                    vsc_threshold=cfg.vsc_threshold, vsc_alpha=cfg.vsc_alpha,
+                )  # fmt: skip
+                self.stages.append(stage)
+                grid = stage.out_grid
+        except ValueError as err:
+            raise ConfigError(f"model config: {err}") from err
+        self.norm = nn.LayerNorm(self.num_features)
+        self.apply(_init_weights)
+
+    def stage_tokens(self) -> list[tuple[int, int]]:
+        """(tokens in, tokens out) of every stage, after patch merging; static given the config."""
+        return [(s.in_grid**2, s.out_grid**2) for s in self.stages]
+
+    def forward(self, images: torch.Tensor, guidance: torch.Tensor | None = None) -> torch.Tensor:
+        """images [N, 3, S, S], guidance [N, C3] or None -> [N, C_last]."""
+        x = self.patch_embed(images)  # N, L, C
+        for stage in self.stages:
+            x = stage(x, guidance)
+        return self.norm(x).mean(dim=1)
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

@@ -1,0 +1,17 @@
+"""Generic neural-network blocks, independent of the DeepMSI architecture."""
+
+from deepmsi.nn.drop_path import DropPath
+from deepmsi.nn.mlp import BatchNorm1d, Mlp, MlpHead, ProjectionHead
+from deepmsi.nn.window import fit_window, shifted_window_mask, window_partition, window_reverse
+
+__all__ = [
+    "BatchNorm1d",
+    "DropPath",
+    "Mlp",
+    "MlpHead",
+    "ProjectionHead",
+    "fit_window",
+    "shifted_window_mask",
+    "window_partition",
+    "window_reverse",
+]

@@ -1,0 +1,229 @@
+"""The web service: a thin HTTP shell over ``Predictor`` plus a one-page UI.
+
+``POST /predict`` takes a multipart form: ``file`` (a clip or audio file), ``transcript`` (text),
+``subtitles`` (an .srt/.vtt file that cuts a long video into segments) and ``window`` (seconds,
+to cut a long recording into fixed windows instead); any of file/transcript may be missing but
+not both. It answers ``Prediction.to_dict()``. A request body over the upload limit is answered
+413 as soon as the limit is crossed (from Content-Length, or while the body streams in), so a huge
+upload is never buffered. A file the model cannot use is answered 400 with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import tempfile
+import threading
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from deepmsi.errors import DeepMSIError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from deepmsi.results import Prediction
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+
+
+class _PredictorLike(Protocol):
+    labels: tuple[str, ...]
+    modalities: tuple[str, ...]
+
+    def predict(self, media=None, text=None, subtitles=None, window=None) -> Prediction: ...
+
+
+def create_app(
+    run_dir: str | Path | None = None,
+    max_upload_mb: float = 200,
+    *,
+    predictor: _PredictorLike | None = None,
+) -> FastAPI:
+    """A FastAPI app serving the run in ``run_dir`` (models loaded once, here).
+
+    ``predictor`` replaces loading from ``run_dir`` (tests, or a predictor already in memory).
+    Predictions run one at a time in a worker thread, so concurrent clients queue instead of
+    multiplying memory, and the event loop stays free to answer ``/health`` meanwhile.
+    """
+    from fastapi import FastAPI, HTTPException, Request
+    from fastapi.responses import HTMLResponse, JSONResponse
+    from starlette.concurrency import run_in_threadpool
+    from starlette.datastructures import UploadFile
+
+    if predictor is None:
+        if run_dir is None:
+            raise ValueError("create_app needs run_dir or predictor")
+        from deepmsi.inference import Predictor
+
+        predictor = Predictor.from_run(run_dir)
+    max_bytes = int(max_upload_mb * 1024 * 1024)
+    lock = threading.Lock()
+    page = resources.files("deepmsi").joinpath("web/index.html").read_text(encoding="utf-8")
+
+    app = FastAPI(title="deepmsi", summary="Multimodal emotion recognition (DeepMSI-MER)")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> str:
+        return page
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        from deepmsi import __version__
+
+        return {
+            "status": "ok",
+            "version": __version__,
+            "run": str(run_dir) if run_dir is not None else None,
+            "labels": list(predictor.labels),
+            "modalities": list(predictor.modalities),
+            "max_upload_mb": max_upload_mb,
+        }
+
+    @app.post("/predict")
+    async def predict(request: Request) -> JSONResponse:
+        form = await request.form(max_files=2, max_fields=8)
+        media, subs = form.get("file"), form.get("subtitles")
+        transcript = _text_field(form.get("transcript"), "transcript")
+        window = _window(_text_field(form.get("window"), "window"))
+        if media is not None and not isinstance(media, UploadFile):
+            raise HTTPException(400, "'file' must be a file upload")
+        if subs is not None and not isinstance(subs, UploadFile):
+            raise HTTPException(400, "'subtitles' must be a file upload")
+        if isinstance(media, UploadFile) and not media.filename and media.size == 0:
+            media = None  # an empty file input in a browser form
+        if isinstance(subs, UploadFile) and not subs.filename and subs.size == 0:
+            subs = None
+        if media is None and not transcript:
+            raise HTTPException(400, "send a media 'file', a 'transcript', or both")
+        with tempfile.TemporaryDirectory(prefix="deepmsi-upload-") as tmp:
+            media_path = await _save(media, Path(tmp), "media") if media else None
+            subs_path = await _save(subs, Path(tmp), "subtitles") if subs else None
+
+            def run() -> Prediction:
+                with lock:
+                    return predictor.predict(
+                        media=media_path, text=transcript, subtitles=subs_path, window=window
+                    )
+
+            try:
+                result = await run_in_threadpool(run)
+            except DeepMSIError as err:
+                # Errors name the temporary path; the client knows its file by its own name.
+                message = str(err)
+                for upload, path in ((media, media_path), (subs, subs_path)):
+                    if path is not None:
+                        message = message.replace(str(path), _client_name(upload))
+                raise HTTPException(400, message.replace(str(tmp) + "/", "")) from None
+        if media is not None:
+            result = replace(result, source=_client_name(media))
+        return JSONResponse(result.to_dict())
+
+    app.add_middleware(_UploadLimit, max_bytes=max_bytes)
+    return app
+
+
+def _text_field(value: object, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        from fastapi import HTTPException
+
+        raise HTTPException(400, f"'{name}' must be a text field, not a file")
+    return value.strip() or None
+
+
+def _window(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0.5 <= seconds <= 600:  # also rejects nan
+        from fastapi import HTTPException
+
+        raise HTTPException(400, f"'window' must be seconds between 0.5 and 600, got {value!r}")
+    return seconds
+
+
+async def _save(upload: Any, folder: Path, stem: str) -> Path:
+    """Copy an upload (spooled by the form parser) to a real file the decoders can open."""
+    suffix = Path(upload.filename or "").suffix.lower()
+    if not re.fullmatch(r"\.[a-z0-9]{1,8}", suffix):
+        suffix = ""
+    path = folder / f"{stem}{suffix}"
+    await upload.seek(0)
+    with path.open("wb") as out:
+        shutil.copyfileobj(upload.file, out, _CHUNK)
+    await upload.close()
+    return path
+
+
+def _client_name(upload: Any) -> str:
+    """The upload's own file name (no directories), for messages and results."""
+    return Path(upload.filename or "upload").name or "upload"
+
+
+def _too_large(max_bytes: int) -> str:
+    return f"upload larger than the limit of {max_bytes / (1024 * 1024):g} MB"
+
+
+class _UploadLimit:
+    """ASGI wrapper answering 413 once a request body passes ``max_bytes``.
+
+    Checks Content-Length up front, then counts the body as it streams in (chunked uploads or a
+    lying header), so nothing over the limit is read in full.
+    """
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(send)
+            return
+        received = 0
+
+        async def limited_receive() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    from fastapi import HTTPException
+
+                    # Raised inside the endpoint's form parsing; FastAPI answers it with a 413.
+                    raise HTTPException(413, _too_large(self.max_bytes))
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    async def _reject(self, send: Any) -> None:
+        body = json.dumps({"detail": _too_large(self.max_bytes)}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
