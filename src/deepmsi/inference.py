@@ -157,14 +157,15 @@ class Predictor:
         subtitles: str | Path | Sequence[Cue] | None,
         window: float | None,
     ) -> list[_Span]:
+        if isinstance(subtitles, (str, Path)):
+            subtitles = read_subtitles(subtitles)  # a malformed file is reported first
         if subtitles is not None and window is not None:
             raise ConfigError("give subtitles or a window length, not both")
         if text is not None and (subtitles is not None or window is not None):
             raise ConfigError("a transcript (--text) belongs to a single clip; with subtitles the "
                               "cues are the transcript")  # fmt: skip
         if subtitles is not None:
-            cues = read_subtitles(subtitles) if isinstance(subtitles, (str, Path)) else subtitles
-            return [_Span(c.start, c.end, c.text or None) for c in cues]
+            return [_Span(c.start, c.end, c.text or None) for c in subtitles]
         if window is not None:
             if media is None:
                 raise ConfigError("a window length needs a media file to cut")

@@ -348,18 +348,15 @@ def _run(todo, out, options, text_enc, audio_enc, problems, failed) -> None:
 
 
 def _save_chunk(chunk, decoded, out, options, text_enc, audio_enc, problems, failed) -> None:
-    """Encode a chunk's text (and neural audio) in batches, then write each good item."""
-    ok = []
+    """Encode a chunk's text (and neural audio) in batches, then write each good item; with
+    ``on_error="raise"`` the first bad item is raised after the good ones are saved."""
+    ok, bad = [], []
     for utt, dec in zip(chunk, decoded, strict=True):
         if dec.error is None:
             ok.append((utt, dec))
-            continue
-        file, problem = dec.error
-        failed.add(utt.id)
-        if options.on_error == "raise":
-            raise DataError(file, problem)
-        log.warning("skipping %s: %s", file, problem)
-        problems.append(Problem(utt.id, file, problem))
+        else:
+            failed.add(utt.id)
+            bad.append(Problem(utt.id, *dec.error))
     texts = {}
     if text_enc is not None:
         with_text = [u for u, _ in ok if u.text and u.text.strip()]
@@ -373,3 +370,8 @@ def _save_chunk(chunk, decoded, out, options, text_enc, audio_enc, problems, fai
     for utt, dec in ok:
         features = Features(texts.get(utt.id), audios.get(utt.id), dec.frames, dec.faces)
         write_item(out / ITEMS / f"{item_key(utt.id)}.npz", features)
+    if bad and options.on_error == "raise":
+        raise DataError(bad[0].file, bad[0].error)
+    for problem in bad:
+        log.warning("skipping %s: %s", problem.file, problem.error)
+    problems.extend(bad)

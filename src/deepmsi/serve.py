@@ -21,11 +21,14 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
 from deepmsi.errors import DeepMSIError
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
-
     from deepmsi.results import Prediction
 
 __all__ = ["create_app"]
@@ -54,11 +57,6 @@ def create_app(
     Predictions run one at a time in a worker thread, so concurrent clients queue instead of
     multiplying memory, and the event loop stays free to answer ``/health`` meanwhile.
     """
-    from fastapi import FastAPI, HTTPException, Request
-    from fastapi.responses import HTMLResponse, JSONResponse
-    from starlette.concurrency import run_in_threadpool
-    from starlette.datastructures import UploadFile
-
     if predictor is None:
         if run_dir is None:
             raise ValueError("create_app needs run_dir or predictor")
@@ -135,8 +133,6 @@ def _text_field(value: object, name: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        from fastapi import HTTPException
-
         raise HTTPException(400, f"'{name}' must be a text field, not a file")
     return value.strip() or None
 
@@ -149,8 +145,6 @@ def _window(value: str | None) -> float | None:
     except ValueError:
         seconds = float("nan")
     if not 0.5 <= seconds <= 600:  # also rejects nan
-        from fastapi import HTTPException
-
         raise HTTPException(400, f"'window' must be seconds between 0.5 and 600, got {value!r}")
     return seconds
 
@@ -205,8 +199,6 @@ class _UploadLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    from fastapi import HTTPException
-
                     # Raised inside the endpoint's form parsing; FastAPI answers it with a 413.
                     raise HTTPException(413, _too_large(self.max_bytes))
             return message

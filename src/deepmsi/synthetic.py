@@ -83,8 +83,8 @@ SENTIMENT = {"neutral": "neutral", "joy": "positive", "surprise": "positive"}  #
 TEXT_CUE = 0.5  # P(sentence names an emotion | not neutral)
 TEXT_WRONG = 0.2  # P(the named emotion is another one | named)
 NEUTRAL_TEXT_CUE = 0.1  # P(a neutral utterance names some emotion anyway)
-FACE_WRONG = 0.1  # P(the face shows a random other expression)
-VOICE_WRONG = 0.1  # P(the voice has a random other contour)
+FACE_WRONG = 0.05  # P(the face shows a random other expression)
+VOICE_WRONG = 0.05  # P(the voice has a random other contour)
 
 DIALOGUES = 110  # the default total, about 600 utterances
 
@@ -144,28 +144,22 @@ _BODIES = (
 )
 _CUE_PHRASES = {
     "joy": (
-        "This is wonderful", "I'm so happy", "That's great news", "I love it", "Yay, finally",
-        "Best day ever",
+        "I'm so happy", "This makes me so happy", "Happy, happy day", "I'm really happy for you",
     ),
     "surprise": (
-        "What? No way", "Really? I can't believe it", "Whoa, seriously", "Oh my god, what",
-        "You did what", "Wow, I had no idea",
+        "Wow, really", "Wow, no way", "Really? Wow", "Wow, I had no idea",
     ),
     "fear": (
-        "I'm scared", "This is terrifying", "Please, I'm afraid", "Oh no, what if it's true",
-        "I'm so nervous", "Something is wrong, I'm frightened",
+        "I'm scared", "I'm so scared right now", "Please, I'm scared", "Don't go, I'm scared",
     ),
     "sadness": (
-        "I miss her so much", "I feel so lonely", "This is so sad", "I'm sorry, I just can't",
-        "Everything is falling apart", "I'm heartbroken",
+        "I'm so sad", "This is so sad", "I feel sad and lonely", "Sad, I just miss her",
     ),
     "disgust": (
-        "Ew, that's gross", "That's disgusting", "Yuck", "Ugh, that smells awful",
-        "That is so nasty", "Eww, get it away",
+        "Ew, gross", "That's so gross", "Gross, get it away", "Yuck, that's gross",
     ),
     "anger": (
-        "I'm so angry", "Get out", "That's ridiculous", "How dare you", "Stop it right now",
-        "I'm furious with you",
+        "I'm so angry", "That makes me angry", "I'm angry with you", "Angry? I'm furious",
     ),
 }  # fmt: skip
 _EMOTIVE = tuple(_CUE_PHRASES)
@@ -335,7 +329,7 @@ def _perform(utt: _Utt, rng: np.random.Generator) -> _Performance:
         face = str(rng.choice([f for f in FACES if f != face]))
     if rng.random() < VOICE_WRONG:
         voice = str(rng.choice([v for v in VOICES if v != voice]))
-    return _Performance(face, voice, float(rng.uniform(0.5, 1.0)), float(rng.uniform(0.5, 1.0)))
+    return _Performance(face, voice, float(rng.uniform(0.7, 1.0)), float(rng.uniform(0.5, 1.0)))
 
 
 # Voice contour per group: f0 ratio to the speaker's pitch, slope (octaves over the utterance),

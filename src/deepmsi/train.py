@@ -663,6 +663,10 @@ def _train(
             t = torch.tensor([*sums, n_seen], dtype=torch.float64, device=device)
             dist.all_reduce(t)
             sums, n_seen = t[:3].cpu().numpy(), int(t[3])
+            # Each rank's BatchNorm statistics saw its own last batch; score every shard with
+            # rank 0's, the ones the checkpoint saves.
+            for buffer in model.buffers():
+                dist.broadcast(buffer, src=0)
         dev = evaluate_split(
             model, dev_ds, labels, batch_size=cfg.eval_batch_size, device=device, info=info
         )

@@ -1,7 +1,7 @@
 """The ``deepmsi`` command: a thin shell over the Python API.
 
 Each sub-command lives in its own module here with two functions, ``add_parser(subparsers)`` and
-``run(args) -> int``. Errors a user can fix (``DeepMSIError``) print one line and exit 2.
+``run(args) -> int``; ``main`` calls the ``run`` of the module named by the command. Errors a user can fix (``DeepMSIError``) print one line and exit 2.
 """
 
 from __future__ import annotations
@@ -39,23 +39,24 @@ def _available() -> dict[str, object]:
     return modules
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: dict[str, object] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepmsi", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in _available().values():
+    for module in (modules or _available()).values():
         module.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    modules = _available()
+    args = build_parser(modules).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        return int(args.run(args) or 0)
+        return int(modules[args.command].run(args) or 0)
     except DeepMSIError as err:
         print(f"deepmsi {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -25,7 +25,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_config_options(p, modalities=False)
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

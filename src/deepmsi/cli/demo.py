@@ -16,7 +16,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("demo-out"), help="folder (default demo-out)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

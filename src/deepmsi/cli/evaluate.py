@@ -28,7 +28,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--checkpoint", default="best", help="best (default), last or an epoch number")
     p.add_argument("--batch-size", type=int, default=64)
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

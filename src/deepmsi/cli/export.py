@@ -19,7 +19,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--check", type=int, default=8, metavar="N",
                    help="compare on N items of the run's cache (random inputs when the cache "
                    "is gone); 0 skips the check")  # fmt: skip
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -33,7 +33,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="skip the per-modality contribution passes (faster)")  # fmt: skip
     p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                    help="skip: report an unusable input and go on with the others")  # fmt: skip
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -42,7 +42,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--size", type=int, nargs="+", metavar="PX", help="N (square) or WIDTH HEIGHT")
     p.add_argument("--sample-rate", type=int)
     p.add_argument("--workers", type=int, default=1, help="worker processes")
-    p.set_defaults(run=run)
 
 
 def _splits(values: list[str]) -> tuple[float, ...] | tuple[int, ...]:

@@ -98,7 +98,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_config_options(p)
-    p.set_defaults(run=run)
 
 
 def _pct(x: float) -> str:

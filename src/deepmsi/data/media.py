@@ -134,7 +134,9 @@ def decode_audio(
             chunks += [out.to_ndarray() for out in resampler.resample(frame)]
         chunks += [out.to_ndarray() for out in resampler.resample(None)]
     if not chunks:
-        raise DataError(path, "audio stream has no samples")
+        if start is None and end is None:
+            raise DataError(path, "audio stream has no samples")
+        raise DataError(path, f"no audio samples between {start} s and {end} s")
     audio = np.concatenate(chunks, axis=1).mean(axis=0, dtype=np.float32)  # [C, T] -> [T]
     first = 0 if start is None else max(0, round((start - t0) * sample_rate))
     last = len(audio) if end is None else max(0, round((end - t0) * sample_rate))

@@ -1,7 +1,9 @@
-"""Small media files written with PyAV for reader, media and inspect tests (no real data)."""
+"""Small generated inputs for reader, media and inspect tests: MELD CSVs and clips written with
+PyAV (no real data)."""
 
 from __future__ import annotations
 
+import csv
 from fractions import Fraction
 from pathlib import Path
 
@@ -68,4 +70,27 @@ def truncate(path: Path, keep: float = 0.5) -> Path:
     """Cut a file to ``keep`` of its bytes, as an interrupted download would."""
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+MELD_COLUMNS = [
+    "Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID",
+    "Season", "Episode", "StartTime", "EndTime",
+]  # fmt: skip
+
+
+def write_meld_csv(
+    path: Path, rows: list[tuple], columns: list[str] = MELD_COLUMNS, encoding: str = "utf-8"
+) -> Path:
+    """``rows``: (dialogue, utterance, speaker, emotion, text) in file order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding=encoding, newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for i, (dia, utt, speaker, emotion, text) in enumerate(rows, 1):
+            writer.writerow({
+                "Sr No.": i, "Utterance": text, "Speaker": speaker, "Emotion": emotion,
+                "Sentiment": "neutral", "Dialogue_ID": dia, "Utterance_ID": utt, "Season": 1,
+                "Episode": 1, "StartTime": "00:00:01,000", "EndTime": "00:00:02,000",
+            })  # fmt: skip
     return path

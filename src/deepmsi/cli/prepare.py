@@ -1,0 +1,70 @@
+"""``deepmsi prepare --dataset SPEC --out CACHE``: run the frozen encoders once, cache features."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "prepare",
+        help="decode media and cache text/audio features and face frames",
+        description="Run the frozen encoders over a dataset once and cache the features. "
+        "Re-running skips what is cached; a cache made with other encoders or options is refused.",
+    )
+    p.add_argument("--dataset", required=True, metavar="SPEC",
+                   help="meld:DIR, iemocap:PATH or folder:DIR")  # fmt: skip
+    p.add_argument("--out", required=True, type=Path, help="cache folder")
+    p.add_argument(
+        "--text-encoder", default="minilm", metavar="ID|PATH",
+        help="Hugging Face id or local folder of a BERT-like model (default: the bundled MiniLM)",
+    )  # fmt: skip
+    p.add_argument(
+        "--audio-encoder", default="spectral", metavar="spectral|ID|PATH",
+        help="'spectral' (built-in speech descriptors, no weights needed; the default, since this "
+        "machine has no pretrained speech model) or a wav2vec2-style id or folder",
+    )  # fmt: skip
+    p.add_argument("--frames", type=int, default=8, help="face frames per utterance (default 8)")
+    p.add_argument("--image-size", type=int, default=96, help="face crop side in pixels (96)")
+    p.add_argument("--modalities", default="tav", help="what to prepare: any of t, a, v (tav)")
+    p.add_argument("--workers", type=int, default=0, help="decoding processes (0: one per core)")
+    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                   help="stop at the first bad item (default) or list and skip it")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def run(args: argparse.Namespace) -> int:
+    from deepmsi.data import load_dataset
+    from deepmsi.prepare import PrepareOptions, prepare
+
+    options = PrepareOptions(
+        text_encoder=args.text_encoder,
+        audio_encoder=args.audio_encoder,
+        frames=args.frames,
+        image_size=args.image_size,
+        modalities=args.modalities,
+        workers=args.workers,
+        on_error=args.on_error,
+        progress=args.progress,
+    )
+    dataset = load_dataset(args.dataset, on_error=args.on_error)
+    result = prepare(dataset, args.out, options)
+    summary = result.to_dict()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(
+        f"{args.out}: {summary['utterances']} utterances cached ({result.prepared} new at "
+        f"{result.per_second:.2f}/s, {result.cached} already there)"
+    )
+    if result.frames_total:
+        print(f"faces found in {result.faces_found} of {result.frames_total} frames "
+              "(the rest are centre crops)")  # fmt: skip
+    if result.problems:
+        print(f"{len(result.problems)} item(s) skipped:")
+        for p in result.problems:
+            print(f"  {p.file}: {p.error}")
+    return 0
