@@ -21,7 +21,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="skip (default): list every problem; raise: stop at the first")  # fmt: skip
     p.add_argument("--no-probe", dest="probe", action="store_false",
                    help="do not open media files, only check that they exist")  # fmt: skip
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -65,7 +65,7 @@ def load_dataset(
     file; ``"skip"`` leaves bad items out and lists them in ``Dataset.problems``. ``labels``
     restricts the label set (a ``LabelSet`` or a built-in name such as ``"meld7"``); labels
     outside it are then problems ("unknown label"). Media are not decoded here: see
-    ``deepmsi.data.media`` and ``deepmsi.inspect``.
+    ``deepmsi.data.media`` and ``deepmsi.data.inventory``.
     """
     parsed = parse_spec(spec)
     problems = ProblemLog(on_error)
