@@ -7,6 +7,7 @@ Playwright Python package; skips with that message when either is missing. Scree
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -27,11 +28,13 @@ ARGS = [
     "--no-first-run",
 ]
 
+# CI (.ci/run) installs Chromium and sets DEEPMSI_REQUIRE_BROWSER=1: there a missing browser is a
+# failure, not a skip.
 if not CHROMIUM.is_file():
-    pytest.skip(
-        f"Chromium not found at {CHROMIUM}; install it with `apt-get install -y chromium`",
-        allow_module_level=True,
-    )
+    message = f"Chromium not found at {CHROMIUM}; install it with `apt-get install -y chromium`"
+    if os.environ.get("DEEPMSI_REQUIRE_BROWSER") == "1":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message, allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is missing")
 
 
