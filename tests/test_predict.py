@@ -241,3 +241,24 @@ def test_cli_reports_bad_input_in_one_line(tiny, tmp_path, capsys):
     assert main(["predict", "--run", str(tiny.run_dir), str(junk), ok, "--on-error", "skip"]) == 0
     captured = capsys.readouterr()
     assert tiny.clips[0].name in captured.out and "skipped" in captured.err
+
+
+@pytest.mark.slow
+def test_cli_minute_long_video_with_srt(tiny, tmp_path, capsys):
+    """A 60-second talk cut at its subtitle cues: one row per cue, and the timeline PNG."""
+    from deepmsi.cli import main
+
+    n = 44  # clips of about 1 s plus 0.4 s gaps: just over a minute
+    clips = [tiny.clips[i % len(tiny.clips)] for i in range(n)]
+    texts = [tiny.texts[i % len(tiny.texts)] for i in range(n)]
+    video, srt, cues = join_clips(clips, texts, tmp_path / "minute")
+    assert cues[-1][1] >= 60.0
+    png = tmp_path / "timeline.png"
+    argv = ["predict", "--run", str(tiny.run_dir), str(video), "--subtitles", str(srt),
+            "--plot", str(png), "--csv", "--no-contributions"]  # fmt: skip
+    assert main(argv) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    got = [float(r[key]) for r in rows for key in ("start", "end")]
+    assert got == pytest.approx([t for a, b, _ in cues for t in (a, b)], abs=0.006)  # 2 decimals
+    assert all(r["modalities"] == "text+audio+video" for r in rows)
+    assert png.stat().st_size > 10_000

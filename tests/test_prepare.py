@@ -15,6 +15,7 @@ from deepmsi.cli import main
 from deepmsi.data import load_dataset
 from deepmsi.data.cache import ITEMS, FeatureCache
 from deepmsi.errors import ConfigError, DataError
+from deepmsi.features.audio import SpectralEncoder
 from deepmsi.prepare import PrepareOptions, prepare
 from deepmsi.synthetic import write_corpus
 
@@ -215,3 +216,33 @@ def test_real_crema_d_flv_clips(shared_data, tmp_path):
         assert item.text is not None and item.audio is not None and item.frames is not None
         assert item.frames.shape == (4, 64, 64, 3) and item.frames.std() > 5
     assert result.faces_found >= 0.8 * result.frames_total  # a frontal face in every clip
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_real_iemocap_clips_prepare_and_train(shared_data, tmp_path):
+    """All 129 real clips decode (16 kHz speech of the clip's length, faces in most), and the
+    cache trains: the whole pipeline on real media."""
+    from deepmsi.config import model_preset
+    from deepmsi.data.media import probe
+    from deepmsi.train import train, train_preset
+
+    result = prepare(f"folder:{shared_data / 'iemocap-clips'}", tmp_path / "cache",
+                     PrepareOptions(frames=2, image_size=48, workers=2, progress=False))
+    cache = result.cache
+    records = cache.records()
+    assert len(records) == 129 and not result.problems
+    with_face = 0
+    for r in records:
+        item = cache.load(r.id)
+        assert item.text is not None and item.frames is not None and item.frames.std() > 5
+        assert item.audio is not None and np.abs(item.audio).sum() > 0
+        with_face += item.faces > 0
+    assert with_face >= 0.8 * len(records), with_face
+    # speech is cut to the clip: the spectral "active seconds" feature is within the clip length
+    active = SpectralEncoder().feature_names.index("rhythm.active_seconds")
+    for r in records[:10]:
+        assert 0.2 < cache.load(r.id).audio[active] <= probe(r.video).duration + 0.1
+    run = train(cache, tmp_path / "run", model_preset("tiny"), train_preset("tiny", epochs=1),
+                progress=False)  # fmt: skip
+    assert run.epochs_run == 1 and (tmp_path / "run" / "best.safetensors").is_file()
