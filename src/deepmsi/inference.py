@@ -223,7 +223,7 @@ class Predictor:
                 raw = decode_frames(media, num_frames=self.frames, start=span.start, end=span.end)
         if raw is not None:
             with self._timed("face_crop"):
-                crops = np.stack([self._cropper(frame)[0] for frame in raw])  # [F, S, S, 3]
+                crops = self._cropper.crop_clip(raw)[0]  # [F, S, S, 3], as in prepare
         return wave, crops
 
     # ---- model ------------------------------------------------------------------------------

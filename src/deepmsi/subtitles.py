@@ -138,7 +138,8 @@ def _seconds(token: str, line_no: int, source: str) -> float:
     if int(minutes) >= 60 or int(seconds) >= 60:
         raise DataError(source, f"line {line_no}: bad timestamp {token!r}")
     frac = float("0." + fraction) if fraction else 0.0
-    return int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds) + frac
+    # rounded to the millisecond the formats carry, so 00:00:02,704 is exactly 2.704
+    return round(int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds) + frac, 3)
 
 
 def _clean(lines: list[str]) -> str:

@@ -217,29 +217,36 @@ def _nearest_frames(frames, targets: list[float], stream) -> list:
     return chosen + [prev[1]] * (len(targets) - len(chosen))
 
 
-_CASCADE = None
+_CASCADES: dict[str, object] = {}
 
 
-def _cascade():
-    """OpenCV's bundled frontal-face Haar cascade, loaded once per process."""
-    global _CASCADE
-    if _CASCADE is None:
+def _cascade(name: str):
+    """One of OpenCV's bundled Haar cascades, loaded once per process."""
+    if name not in _CASCADES:
         import cv2
 
-        path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+        path = Path(cv2.data.haarcascades) / f"haarcascade_{name}.xml"
         cascade = cv2.CascadeClassifier(str(path))
         if cascade.empty():
             raise DataError(path, "cannot load OpenCV's face detector")
-        _CASCADE = cascade
-    return _CASCADE
+        _CASCADES[name] = cascade
+    return _CASCADES[name]
+
+
+Box = tuple[int, int, int, int]  # x, y, w, h in pixels
 
 
 class FaceCropper:
-    """Square face crops of ``image_size`` pixels: the largest Haar-cascade face, widened by
-    ``margin`` of its size on each side; a centred square crop when no face is found.
+    """Square face crops of ``image_size`` pixels around the largest face, widened by ``margin``
+    of its size on each side.
 
-    Detection runs on a grey copy scaled to ``detect_size`` pixels on the short side (speed);
-    faces smaller than ``min_face`` of that side are ignored.
+    A frame is searched with the frontal-face Haar cascade on a contrast-equalised grey copy
+    (scaled to ``detect_size`` pixels on the short side; faces smaller than ``min_face`` of that
+    side are ignored). For a clip (``crop_clip``) frames where no frontal face is found are also
+    searched for a face in profile (both ways, at most ``profile_tries`` frames: the profile
+    cascade is slow), and a frame still without a face borrows the box of the nearest frame that
+    has one: a speaker's head barely moves within an utterance. A clip with no face at all gets
+    centred crops of the picture area (letterbox bars removed).
     """
 
     def __init__(
@@ -247,8 +254,9 @@ class FaceCropper:
         image_size: int,
         *,
         margin: float = 0.25,
-        min_face: float = 0.08,
-        detect_size: int = 360,
+        min_face: float = 0.05,
+        detect_size: int = 480,
+        profile_tries: int = 2,
     ) -> None:
         if image_size < 1:
             raise ValueError(f"image_size must be >= 1, got {image_size}")
@@ -256,34 +264,50 @@ class FaceCropper:
         self.margin = margin
         self.min_face = min_face
         self.detect_size = detect_size
-        self._detector = _cascade()
+        self.profile_tries = profile_tries
+        self._frontal = _cascade("frontalface_default")
 
-    def detect(self, frame: np.ndarray) -> tuple[int, int, int, int] | None:
-        """The largest face in an RGB [H,W,3] frame as (x, y, w, h) pixels, or None."""
+    def _grey(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
         import cv2
 
         grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         scale = min(1.0, self.detect_size / min(grey.shape))
         if scale < 1.0:
             grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        return cv2.equalizeHist(grey), scale
+
+    def _search(self, grey: np.ndarray, scale: float, cascade, flip: bool = False) -> Box | None:
         smallest = max(20, int(self.min_face * min(grey.shape)))
-        faces = self._detector.detectMultiScale(
-            grey, scaleFactor=1.1, minNeighbors=5, minSize=(smallest, smallest)
-        )
+        image = grey[:, ::-1] if flip else grey
+        faces = cascade.detectMultiScale(
+            np.ascontiguousarray(image), scaleFactor=1.1, minNeighbors=4,
+            minSize=(smallest, smallest),
+        )  # fmt: skip
         if len(faces) == 0:
             return None
         x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
+        if flip:
+            x = grey.shape[1] - x - w
         return tuple(int(round(v / scale)) for v in (x, y, w, h))
 
-    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, bool]:
-        """RGB [H,W,3] uint8 -> ([S,S,3] uint8 crop, whether a face was found)."""
+    def detect(self, frame: np.ndarray, *, profile: bool = False) -> Box | None:
+        """The largest face in an RGB [H,W,3] frame as (x, y, w, h) pixels, or None."""
+        grey, scale = self._grey(frame)
+        box = self._search(grey, scale, self._frontal)
+        if box is None and profile:
+            side = _cascade("profileface")
+            box = self._search(grey, scale, side) or self._search(grey, scale, side, flip=True)
+        return box
+
+    def crop(self, frame: np.ndarray, box: Box | None) -> np.ndarray:
+        """The [S,S,3] uint8 square around ``box``, or the centre of the picture area if None."""
         import cv2
 
         height, width = frame.shape[:2]
-        box = self.detect(frame)
         if box is None:
-            side = min(height, width)
-            cx, cy = width / 2, height / 2
+            top, bottom, left, right = _picture_area(frame)
+            side = min(bottom - top, right - left)
+            cx, cy = (left + right) / 2, (top + bottom) / 2
         else:
             x, y, w, h = box
             side = min(round(max(w, h) * (1 + 2 * self.margin)), height, width)
@@ -291,10 +315,39 @@ class FaceCropper:
         x0 = int(min(max(round(cx - side / 2), 0), width - side))
         y0 = int(min(max(round(cy - side / 2), 0), height - side))
         crop = frame[y0 : y0 + side, x0 : x0 + side]
-        shrink = side > self.image_size
-        interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        interp = cv2.INTER_AREA if side > self.image_size else cv2.INTER_LINEAR
         crop = cv2.resize(crop, (self.image_size, self.image_size), interpolation=interp)
-        return np.ascontiguousarray(crop), box is not None
+        return np.ascontiguousarray(crop)
+
+    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, bool]:
+        """One RGB [H,W,3] uint8 frame -> ([S,S,3] uint8 crop, whether a face was found)."""
+        box = self.detect(frame)
+        return self.crop(frame, box), box is not None
+
+    def crop_clip(self, frames: list[np.ndarray]) -> tuple[np.ndarray, int]:
+        """F frames of one clip -> ([F,S,S,3] uint8 crops, frames where a face was detected)."""
+        boxes: list[Box | None] = [self.detect(f) for f in frames]
+        middle = (len(frames) - 1) / 2
+        missing = sorted(
+            (i for i, b in enumerate(boxes) if b is None), key=lambda i: abs(i - middle)
+        )
+        for i in missing[: self.profile_tries]:
+            boxes[i] = self.detect(frames[i], profile=True)
+        found = [i for i, b in enumerate(boxes) if b is not None]
+        used = [boxes[min(found, key=lambda j: abs(j - i))] if found else None
+                for i in range(len(frames))]  # fmt: skip
+        crops = np.stack([self.crop(f, b) for f, b in zip(frames, used, strict=True)])
+        return crops, len(found)
+
+
+def _picture_area(frame: np.ndarray, dark: int = 16) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the frame without black letterbox or pillarbox bars."""
+    grey = frame.mean(axis=2)
+    rows = np.flatnonzero(grey.mean(axis=1) > dark)
+    cols = np.flatnonzero(grey.mean(axis=0) > dark)
+    if len(rows) < 2 or len(cols) < 2:
+        return 0, frame.shape[0], 0, frame.shape[1]
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
 def load_clip(
@@ -314,8 +367,5 @@ def load_clip(
     if utt.video is not None:
         raw = decode_frames(utt.video, num_frames=num_frames, start=utt.start, end=utt.end)
         if raw is not None:
-            cropper = FaceCropper(image_size)
-            crops = [cropper(frame) for frame in raw]
-            frames = np.stack([crop for crop, _ in crops])  # [F, S, S, 3]
-            faces = sum(found for _, found in crops)
+            frames, faces = FaceCropper(image_size).crop_clip(raw)  # [F, S, S, 3]
     return Clip(audio, frames, faces)
