@@ -150,8 +150,9 @@ def _cpu() -> ModelConfig:
 
     96 px faces, patch 3 -> token grids 32/16/8/4 (stage 3: 8x8 -> 6x6 -> 4x4 with VSC, so stage 4
     sees 2x2 = 4 tokens instead of 16), embed 32, depths 2/2/4/2, window 4, 8 frames, TCN 256.
-    Measured (torch 2.13 CPU, ``torch.set_num_threads(2)``, batch 32, forward + backward + AdamW
-    step, shared machine, median of 5): see ``CPU_PRESET_TIMING``.
+    Measured by ``benchmarks/train_speed.py`` (T+A+V, batch 32, forward + backward + AdamW step,
+    1 torch thread, on this 2-core machine while other jobs kept it loaded): about 3.7 s a step,
+    20 minutes per 10,000-utterance epoch with VSC on, 26 with it off (benchmarks/RESULTS.md).
     """
     return ModelConfig(
         text_dim=384,
@@ -208,15 +209,6 @@ def _paper() -> ModelConfig:
 
 
 PRESETS: dict[str, Callable[[], ModelConfig]] = {"tiny": _tiny, "cpu": _cpu, "paper": _paper}
-
-# Measured numbers for the cpu preset (filled in from benchmarks; see the preset's docstring).
-CPU_PRESET_TIMING = {
-    "batch": 32,
-    "threads": 2,
-    "seconds_per_batch_fwd_bwd": None,
-    "epoch_minutes_10k_utterances": None,
-}
-
 
 def model_preset(name: str, **overrides: Any) -> ModelConfig:
     """A named preset ("tiny", "cpu", "paper") with type-checked field overrides."""

@@ -51,6 +51,11 @@ def add_config_options(p: argparse.ArgumentParser, *, modalities: bool = True) -
     )  # fmt: skip
     g.add_argument("--device", help="auto (default), cpu or cuda[:N]")
     g.add_argument("--workers", type=int, help="data-loader worker processes (default 0)")
+    g.add_argument(
+        "--threads", type=int,
+        help="torch threads per process (default: torch's choice; 1 is fastest on a loaded "
+        "machine and under torchrun on CPU)",
+    )  # fmt: skip
 
 
 def build_configs(args: argparse.Namespace, base: tuple[Any, Any] | None = None) -> tuple[Any, Any]:
@@ -77,6 +82,7 @@ def build_configs(args: argparse.Namespace, base: tuple[Any, Any] | None = None)
         "class_weights": args.class_weights,
         "device": args.device,
         "num_workers": args.workers,
+        "threads": args.threads,
     }
     model_cfg = model_cfg.replace(**{k: v for k, v in model_over.items() if v is not None})
     train_cfg = train_cfg.replace(**{k: v for k, v in train_over.items() if v is not None})
