@@ -90,9 +90,9 @@ def test_killed_prepare_leaves_no_half_entry_and_resumes(corpus, reference, tmp_
         prepare(f"meld:{corpus}", out, PrepareOptions(**SMALL))
     done = sorted(p.name for p in (out / ITEMS).glob("*.npz"))
     assert len(done) == 6  # what was finished is kept, and only that
-    assert [r.id for r in FeatureCache(out).records()] == [
-        r.id for r in reference.records()
-    ][:6]  # the partial cache is consistent: it lists only finished items
+    assert [r.id for r in FeatureCache(out).records()] == [r.id for r in reference.records()][
+        :6
+    ]  # the partial cache is consistent: it lists only finished items
     monkeypatch.setattr(prepare_mod, "write_item", real_write)
     result = prepare(f"meld:{corpus}", out, PrepareOptions(**SMALL))
     assert result.cached == 6 and result.prepared == len(reference.records()) - 6
@@ -207,8 +207,11 @@ def test_unloadable_encoder_is_a_one_line_error(corpus, tmp_path):
 @pytest.mark.realdata
 def test_real_crema_d_flv_clips(shared_data, tmp_path):
     """FLV with a data stream first, VP6 video and MP3 audio: every clip gives all three."""
-    result = prepare(f"folder:{shared_data / 'crema-d-clips'}", tmp_path / "cache",
-                     PrepareOptions(frames=4, image_size=64, workers=1, progress=False))
+    result = prepare(
+        f"folder:{shared_data / 'crema-d-clips'}",
+        tmp_path / "cache",
+        PrepareOptions(frames=4, image_size=64, workers=1, progress=False),
+    )
     records = result.cache.records()
     assert len(records) == 6 and not result.problems
     for r in records:
@@ -227,8 +230,11 @@ def test_real_iemocap_clips_prepare_and_train(shared_data, tmp_path):
     from deepmsi.data.media import probe
     from deepmsi.train import train, train_preset
 
-    result = prepare(f"folder:{shared_data / 'iemocap-clips'}", tmp_path / "cache",
-                     PrepareOptions(frames=2, image_size=48, workers=2, progress=False))
+    result = prepare(
+        f"folder:{shared_data / 'iemocap-clips'}",
+        tmp_path / "cache",
+        PrepareOptions(frames=2, image_size=48, workers=2, progress=False),
+    )
     cache = result.cache
     records = cache.records()
     assert len(records) == 129 and not result.problems

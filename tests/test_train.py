@@ -87,7 +87,10 @@ def test_resume_after_epoch_1_matches_uninterrupted(cache, tmp_path, monkeypatch
     resumed = train(cache, tmp_path / "cut", _model(), cfg, resume=True, progress=False)
     assert _no_time(resumed.history) == _no_time(full.history)
     assert resumed.best_dev == full.best_dev and resumed.best_epoch == full.best_epoch
-    a, b = load_file(tmp_path / "full/best.safetensors"), load_file(tmp_path / "cut/best.safetensors")
+    a, b = (
+        load_file(tmp_path / "full/best.safetensors"),
+        load_file(tmp_path / "cut/best.safetensors"),
+    )
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert _no_time(read_metrics(tmp_path / "cut")) == _no_time(full.history)
     # a different seed gives a different run (the comparison above can fail)

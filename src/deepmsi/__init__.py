@@ -3,7 +3,7 @@
 The public API, one line per step (names load on first use, so ``import deepmsi`` stays light)::
 
     ds = deepmsi.load_dataset("meld:data/MELD")                     # utterance table
-    deepmsi.inspect_dataset(ds)                                       # what is there, what is broken
+    deepmsi.inspect_dataset(ds)                                       # what is there, broken
     deepmsi.prepare(ds, "cache", deepmsi.PrepareOptions(frames=8))    # frozen features + faces
     deepmsi.train("cache", "run", deepmsi.model_preset("cpu"), deepmsi.train_preset("cpu"))
     deepmsi.evaluate("run", split="test", out="eval")                 # report.json

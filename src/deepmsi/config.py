@@ -210,6 +210,7 @@ def _paper() -> ModelConfig:
 
 PRESETS: dict[str, Callable[[], ModelConfig]] = {"tiny": _tiny, "cpu": _cpu, "paper": _paper}
 
+
 def model_preset(name: str, **overrides: Any) -> ModelConfig:
     """A named preset ("tiny", "cpu", "paper") with type-checked field overrides."""
     if name not in PRESETS:

@@ -57,7 +57,7 @@ class LabelSet:
 
     @classmethod
     def from_labels(cls, labels: Iterable[str], name: str = "custom") -> LabelSet:
-        """A label set of the distinct labels seen, sorted, for datasets with their own vocabulary."""
+        """The distinct labels seen, sorted: for datasets with their own vocabulary."""
         return cls(name, tuple(sorted({label.strip().lower() for label in labels})))
 
 

@@ -134,7 +134,7 @@ class DeepMSILoss(nn.Module):
             gathered = {n: (emb[n], present[n]) for n in PARTNERS if n in emb}
         self_index = torch.arange(b, device=labels.device) + offset
         terms = []
-        for name, (cands, cand_valid) in gathered.items():
+        for cands, cand_valid in gathered.values():
             loss, used = cross_modal_supcon(
                 emb[ANCHOR], cands, labels, self.temperature,
                 candidate_labels=all_labels, anchor_valid=present[ANCHOR],

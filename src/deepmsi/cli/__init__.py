@@ -1,7 +1,8 @@
 """The ``deepmsi`` command: a thin shell over the Python API.
 
 Each sub-command lives in its own module here with two functions, ``add_parser(subparsers)`` and
-``run(args) -> int``; ``main`` calls the ``run`` of the module named by the command. Errors a user can fix (``DeepMSIError``) print one line and exit 2.
+``run(args) -> int``; ``main`` calls the ``run`` of the module named by the command. Errors a
+user can fix (``DeepMSIError``) print one line and exit 2.
 """
 
 from __future__ import annotations

@@ -119,7 +119,7 @@ class FeatureCache:
     def _records(self) -> list[Utterance]:
         path = self.path / UTTERANCES
         if not path.is_file():
-            raise DataError(self.path, f"incomplete cache (no {UTTERANCES}); re-run deepmsi prepare")
+            raise DataError(self.path, f"incomplete cache (no {UTTERANCES}); run deepmsi prepare")
         with path.open(encoding="utf-8") as f:
             return [record_from_dict(json.loads(line)) for line in f if line.strip()]
 

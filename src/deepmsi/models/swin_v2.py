@@ -17,8 +17,14 @@ from torch import nn
 from deepmsi.config import VSC_STAGE, ModelConfig
 from deepmsi.errors import ConfigError
 from deepmsi.models.vsc import VisualSequenceCompression
-from deepmsi.nn import DropPath, Mlp, fit_window, shifted_window_mask
-from deepmsi.nn import window_partition, window_reverse
+from deepmsi.nn import (
+    DropPath,
+    Mlp,
+    fit_window,
+    shifted_window_mask,
+    window_partition,
+    window_reverse,
+)
 
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)
 

@@ -1,4 +1,4 @@
-"""Multi-layer perceptrons: the transformer feed-forward, a BatchNorm MLP head, a CLIP projection."""
+"""Multi-layer perceptrons: transformer feed-forward, BatchNorm MLP head, CLIP-style projection."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from torch import nn
 
 
 class Mlp(nn.Module):
-    """Transformer feed-forward: Linear, GELU, dropout, Linear, dropout. [..., C] -> [..., C_out]."""
+    """Transformer feed-forward (Linear, GELU, dropout, Linear, dropout): [..., C] -> [..., Co]."""
 
     def __init__(
         self, dim: int, hidden: int, out_dim: int | None = None, dropout: float = 0.0
