@@ -1,0 +1,58 @@
+"""Scoring a trained run on another labelled dataset: prepared on the fly with the run's encoders,
+labels mapped onto the run's set, unmapped labels reported and left out (never scored)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from helpers_inference import shared_tiny_run
+
+from deepmsi.cli import main
+from deepmsi.data.cache import FeatureCache
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return shared_tiny_run(tmp_path_factory)
+
+
+def test_evaluate_another_dataset_with_a_label_map(tiny, tmp_path):
+    # A folder dataset in RAVDESS-like vocabulary over the tiny run's clips.
+    names = ["calm", "happy", "angry", "calm", "boredom", "sad"]
+    folder = tmp_path / "other"
+    folder.mkdir()
+    with (folder / "labels.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "emotion", "transcript", "speaker"])
+        for i, (clip, name) in enumerate(zip(tiny.clips, names, strict=False)):
+            (folder / clip.name).write_bytes(clip.read_bytes())
+            w.writerow([clip.name, name, tiny.texts[i], f"s{i % 2}"])
+    (tmp_path / "map.json").write_text(json.dumps({"calm": "neutral", "happy": "joy",
+                                                   "angry": "anger", "sad": "sadness"}))  # fmt: skip
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--run", str(tiny.run_dir), "--dataset", f"folder:{folder}",
+            "--label-map", str(tmp_path / "map.json"), "--split", "all", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["utterances"] == 5  # boredom maps to nothing: left out, not scored
+    assert report["left_out"] == {"boredom": 1}
+    assert (
+        report["labels"]
+        == json.loads((tiny.run_dir / "config.json").read_text())["labels"]["names"]
+    )
+    # the on-the-fly cache was made with the run's encoders and frame geometry
+    run_manifest = json.loads((tiny.run_dir / "config.json").read_text())["cache"]["manifest"]
+    made = FeatureCache(out / "cache").manifest
+    for key in ("text_encoder", "audio_encoder", "frames", "image_size", "sample_rate"):
+        assert made[key] == run_manifest[key], key
+
+
+def test_evaluate_refuses_an_incompatible_cache(tiny, tmp_path, capsys):
+    from helpers_pipeline import make_cache
+
+    other = make_cache(tmp_path / "toy", n=20)
+    assert main(["evaluate", "--run", str(tiny.run_dir), "--cache", str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and str(other) in err and "the run expects" in err
