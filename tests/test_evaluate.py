@@ -29,11 +29,11 @@ def test_evaluate_another_dataset_with_a_label_map(tiny, tmp_path):
         for i, (clip, name) in enumerate(zip(tiny.clips, names, strict=False)):
             (folder / clip.name).write_bytes(clip.read_bytes())
             w.writerow([clip.name, name, tiny.texts[i], f"s{i % 2}"])
-    (tmp_path / "map.json").write_text(json.dumps({"calm": "neutral", "happy": "joy",
-                                                   "angry": "anger", "sad": "sadness"}))  # fmt: skip
+    mapping = {"calm": "neutral", "happy": "joy", "angry": "anger", "sad": "sadness"}
+    (tmp_path / "map.json").write_text(json.dumps(mapping))
     out = tmp_path / "eval"
-    argv = ["evaluate", "--run", str(tiny.run_dir), "--dataset", f"folder:{folder}",
-            "--label-map", str(tmp_path / "map.json"), "--split", "all", "--out", str(out)]  # fmt: skip
+    argv = ["evaluate", "--run", str(tiny.run_dir), "--dataset", f"folder:{folder}", "--label-map",
+            str(tmp_path / "map.json"), "--split", "all", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["utterances"] == 5  # boredom maps to nothing: left out, not scored
