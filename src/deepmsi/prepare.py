@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from deepmsi.data.cache import (
+    FORMAT_VERSION,
     ITEMS,
     MANIFEST,
     PROBLEMS,
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 32  # utterances per text-encoder batch and per progress step
 MIN_PARALLEL = 16  # fewer items than this are decoded in-process (a pool costs seconds to start)
-FACE_DETECTOR = "opencv-haarcascade_frontalface_default"
+FACE_DETECTOR = "opencv-haar-frontal+profile-tracked-v2"  # bump when face crops change
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ def build_manifest(dataset: Dataset, options: PrepareOptions, text, audio) -> di
 
     video = "v" in options.modalities and any(u.video is not None for u in dataset.utterances)
     return {
-        "format": 1,
+        "format": FORMAT_VERSION,
         "dataset": dataset.name,
         "labels": dataset.labels.to_dict(),
         "text_encoder": _describe(text),
