@@ -1,0 +1,36 @@
+"""The offline demo end to end on a shrunken corpus: every stage runs and leaves its files, the run
+folder is usable by predict, and a re-run reuses the finished stages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deepmsi.demo import ABLATION, run_demo
+
+SMALL = {"dialogues": 4, "utterances_per_dialogue": 7, "seconds": 0.8, "fps": 6, "size": 64,
+         "splits": (2, 1, 1)}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_demo_runs_every_stage(tmp_path):
+    out = tmp_path / "demo"
+    result = run_demo(out, corpus=SMALL, train_overrides={"epochs": 1}, progress=False)
+    for name in ("report.json", "confusion.png", "ablation.json", "ablation.md"):
+        assert (out / name).is_file(), name
+    rows = json.loads((out / "ablation.json").read_text())
+    assert sorted(r["modalities"] for r in rows) == sorted([*ABLATION, "tav"])
+    report = json.loads((out / "report.json").read_text())
+    assert report["utterances"] == result.report.utterances > 0
+    assert isinstance(result.multimodal_wins, bool)
+
+    from deepmsi.inference import Predictor
+
+    clip = sorted((out / "corpus" / "output_repeated_splits_test").glob("*.mp4"))[0]
+    prediction = Predictor.from_run(result.run_dir).predict(clip, text="I am so happy")
+    assert prediction.label in prediction.labels
+
+    again = run_demo(out, corpus=SMALL, train_overrides={"epochs": 1}, progress=False)
+    assert again.seconds["prepare"] < result.seconds["prepare"]  # the cache is reused
+    assert again.report.weighted_f1 == result.report.weighted_f1  # and the trained run
