@@ -16,3 +16,19 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A tiny trained run (synthetic corpus -> prepare -> one epoch), built once per session."""
+    from helpers_inference import build_tiny_run
+
+    return build_tiny_run(tmp_path_factory.mktemp("tiny_run"))
+
+
+@pytest.fixture(scope="session")
+def predictor(tiny):
+    """A warm ``Predictor`` of the tiny run."""
+    from deepmsi.inference import Predictor
+
+    return Predictor.from_run(tiny.run_dir)

@@ -1,5 +1,5 @@
-"""Shared by the inference tests: a tiny trained run built once per session, and a long video
-with subtitles made by joining synthetic clips."""
+"""Shared by the inference tests: a tiny trained run (the ``tiny`` and ``predictor`` fixtures of
+conftest.py build it once per session), and a long video with subtitles made by joining clips."""
 
 from __future__ import annotations
 
@@ -125,22 +125,3 @@ def corpus_rows(corpus: Path, split: str = "test") -> list[dict]:
     name = {"train": "train_sent_emo.csv", "dev": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
     with (corpus / name[split]).open(newline="") as f:
         return list(csv.DictReader(f))
-
-
-_CACHE: dict[str, object] = {}
-
-
-def shared_tiny_run(tmp_path_factory) -> TinyRun:
-    """The tiny run, built on first use and shared by every test module of the session."""
-    if "run" not in _CACHE:
-        _CACHE["run"] = build_tiny_run(tmp_path_factory.mktemp("tiny_run"))
-    return _CACHE["run"]  # type: ignore[return-value]
-
-
-def shared_predictor(tmp_path_factory):
-    """A warm ``Predictor`` of the tiny run, shared like the run itself."""
-    if "predictor" not in _CACHE:
-        from deepmsi.inference import Predictor
-
-        _CACHE["predictor"] = Predictor.from_run(shared_tiny_run(tmp_path_factory).run_dir)
-    return _CACHE["predictor"]

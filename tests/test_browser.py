@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers_inference import join_clips, shared_predictor, shared_tiny_run
+from helpers_inference import join_clips
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "browser"
@@ -36,11 +36,6 @@ if not CHROMIUM.is_file():
         pytest.fail(message, pytrace=False)
     pytest.skip(message, allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is missing")
-
-
-@pytest.fixture(scope="module")
-def predictor(tmp_path_factory):
-    return shared_predictor(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +91,7 @@ def _submit(page) -> None:
     )
 
 
-def test_upload_clip_shows_label_and_bars(page, predictor, tmp_path_factory):
-    tiny = shared_tiny_run(tmp_path_factory)
+def test_upload_clip_shows_label_and_bars(page, predictor, tiny):
     clip, text = tiny.clips[0], tiny.texts[0]
     expected = predictor.predict(clip, text=text)
     page.set_input_files("#file", str(clip))
@@ -118,8 +112,7 @@ def test_upload_clip_shows_label_and_bars(page, predictor, tmp_path_factory):
     assert _shot(page, "predict_clip.png").stat().st_size > 10_000
 
 
-def test_long_video_with_subtitles_shows_timeline(page, predictor, tmp_path_factory):
-    tiny = shared_tiny_run(tmp_path_factory)
+def test_long_video_with_subtitles_shows_timeline(page, predictor, tiny, tmp_path_factory):
     video, srt, cues = join_clips(tiny.clips[:4], tiny.texts[:4],
                                   tmp_path_factory.mktemp("long") / "talk")  # fmt: skip
     page.set_input_files("#file", str(video))

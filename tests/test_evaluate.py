@@ -6,16 +6,8 @@ from __future__ import annotations
 import csv
 import json
 
-import pytest
-from helpers_inference import shared_tiny_run
-
 from deepmsi.cli import main
 from deepmsi.data.cache import FeatureCache
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return shared_tiny_run(tmp_path_factory)
 
 
 def test_evaluate_another_dataset_with_a_label_map(tiny, tmp_path):

@@ -5,21 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers_inference import shared_predictor, shared_tiny_run
 
 from deepmsi.export import export_onnx, onnx_inputs, run_onnx, torch_probabilities
 
 TOL = 1e-4
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return shared_tiny_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def predictor(tmp_path_factory):
-    return shared_predictor(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -10,21 +10,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers_inference import join_clips, shared_predictor, shared_tiny_run
+from helpers_inference import join_clips
 
 from deepmsi.errors import ConfigError, DataError
 from deepmsi.results import Prediction, Segment, format_csv, format_json, format_table
 from deepmsi.subtitles import Cue
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return shared_tiny_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def predictor(tmp_path_factory):
-    return shared_predictor(tmp_path_factory)
 
 
 def _model_probs(predictor, text=None, audio=None, frames=None, present=None) -> np.ndarray:

@@ -10,19 +10,8 @@ import re
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from helpers_inference import shared_predictor, shared_tiny_run
 
 from deepmsi.serve import _UploadLimit, create_app
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return shared_tiny_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def predictor(tmp_path_factory):
-    return shared_predictor(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

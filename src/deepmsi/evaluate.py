@@ -13,7 +13,7 @@ import logging
 import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from deepmsi.checkpoint import Run, load_run
@@ -48,31 +48,11 @@ class Report:
     left_out: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {
-            "labels": list(self.labels),
-            "accuracy": self.accuracy,
-            "weighted_f1": self.weighted_f1,
-            "macro_f1": self.macro_f1,
-            "per_class": {k: dict(v) for k, v in self.per_class.items()},
-            "confusion": [list(r) for r in self.confusion],
-            "split": self.split,
-            "utterances": self.utterances,
-            "left_out": dict(self.left_out),
-        }
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping) -> Report:
-        return cls(
-            labels=list(d["labels"]),
-            accuracy=d["accuracy"],
-            weighted_f1=d["weighted_f1"],
-            macro_f1=d["macro_f1"],
-            per_class={k: dict(v) for k, v in d["per_class"].items()},
-            confusion=[list(r) for r in d["confusion"]],
-            split=d["split"],
-            utterances=d["utterances"],
-            left_out=dict(d.get("left_out", {})),
-        )
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
     def table(self) -> str:
         """Per-class and overall scores in percent with two decimals."""
@@ -270,18 +250,7 @@ def score(
             run.model, dataset, batch_size=batch_size, device=device, progress=progress
         )
     m = compute_metrics(pred.y_true, pred.y_pred, run.labels.names)
-    d = m.to_dict()
-    return Report(
-        labels=list(run.labels.names),
-        accuracy=m.accuracy,
-        weighted_f1=m.weighted_f1,
-        macro_f1=m.macro_f1,
-        per_class=d["per_class"],
-        confusion=m.confusion,
-        split=split,
-        utterances=m.utterances,
-        left_out=left_out,
-    )
+    return Report(**m.to_dict(), split=split, left_out=left_out)
 
 
 def prepare_for_run(run: Run, dataset: Dataset | str, cache_dir: str | Path):
