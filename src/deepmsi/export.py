@@ -57,9 +57,9 @@ class ProbabilityModel(nn.Module):
     """A ``DeepMSI`` as a function of positional tensors: (features..., masks...) -> [B, K]
     softmax probabilities.
 
-    The video backbone runs on every sample and the placeholder is swapped in afterwards
-    (``DeepMSI._encode_video`` skips samples without video, a data-dependent branch a traced graph
-    cannot keep). Same numbers; the parity check compares against ``DeepMSI.forward`` itself.
+    ``DeepMSI.fuse(traceable=True)``: the video backbone runs on every sample and the placeholder
+    is swapped in afterwards (no data-dependent branch in the traced graph); same numbers as
+    ``DeepMSI.forward``, which the parity check compares against.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -68,17 +68,10 @@ class ProbabilityModel(nn.Module):
         self.names = tuple(model.names)
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        m = self.model
         n = len(self.names)
         inputs = dict(zip(self.names, args[:n], strict=True))
         mask = dict(zip(self.names, args[n:], strict=True))
-        b = args[0].shape[0]
-        feats = {k: m._fill(k, inputs[k], mask[k], b) for k in ("text", "audio") if k in mask}
-        if m.video is not None:
-            guidance = m.guidance(feats) if m.guidance is not None else None
-            feats["video"] = m._fill("video", m.video(inputs["video"], guidance), mask["video"], b)
-        embeddings = [m.projections[k](feats[k]) for k in self.names]
-        return torch.softmax(m.classifier(torch.cat(embeddings, dim=-1)), dim=-1)
+        return torch.softmax(self.model.fuse(inputs, mask, traceable=True).logits, dim=-1)
 
 
 def input_names(model: torch.nn.Module) -> tuple[str, ...]:

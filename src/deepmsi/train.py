@@ -296,6 +296,26 @@ class FeatureDataset(Dataset):
         return Batch(index, labels, tensors["t"], tensors["a"], tensors["v"], present)
 
 
+def input_statistics(dataset: FeatureDataset) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Mean and standard deviation [D] of the text and audio features, over the items that have
+    them (one pass over the dataset)."""
+    keys = [k for k in "ta" if k in dataset.config.modalities]
+    values: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    for i in range(len(dataset)):
+        item = dataset[i]  # (index, target, text, audio, frames)
+        for k in keys:
+            x = item[2 + "ta".index(k)]
+            if x is not None:
+                values[k].append(x)
+    stats = {}
+    for k, xs in values.items():
+        if xs:
+            x = np.stack(xs).astype(np.float64)  # N, D
+            stats[MODALITY_KEYS[k]] = (torch.from_numpy(x.mean(0)).float(),
+                                       torch.from_numpy(x.std(0)).float())  # fmt: skip
+    return stats
+
+
 # ---- distributed helpers ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class DistInfo:
@@ -581,7 +601,9 @@ def _train(
     dev_ds = FeatureDataset(store, dev_recs, model_config)
 
     torch.manual_seed(cfg.seed)
-    model = ckpt.build_model(model_config).to(device)
+    model = ckpt.build_model(model_config)
+    model.set_input_stats(input_statistics(train_ds))  # a resumed run restores the same values
+    model.to(device)
     weights = (
         _class_weights(train_ds.targets, len(labels)).to(device) if cfg.class_weights else None
     )

@@ -17,7 +17,7 @@ from deepmsi.config import ModelConfig
 from deepmsi.models.fusion import Guidance, modality_dropout
 from deepmsi.models.swin_v2 import SwinV2
 from deepmsi.models.tcn import TCN
-from deepmsi.nn import MlpHead, ProjectionHead
+from deepmsi.nn import FeatureNorm, MlpHead, ProjectionHead
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -71,6 +71,11 @@ class DeepMSI(nn.Module):
         if self.video is not None:
             dims["video"] = self.video.out_dim
         self.feature_dims = dims
+        # Text and audio arrive from frozen encoders on their own scales: standardised with the
+        # training split's statistics (set by training, saved with the weights).
+        self.input_norms = nn.ModuleDict(
+            {n: FeatureNorm(dims[n]) for n in ("text", "audio") if n in dims}
+        )
         # Learned stand-ins for a missing modality, in that modality's feature space.
         self.placeholders = nn.ParameterDict(
             {name: nn.Parameter(torch.randn(d) * 0.02) for name, d in dims.items()}
@@ -115,10 +120,35 @@ class DeepMSI(nn.Module):
         if self.training and self.cfg.modality_dropout > 0:
             mask = modality_dropout(mask, self.cfg.modality_dropout)
 
-        features = {n: self._fill(n, inputs[n], mask[n], b) for n in ("text", "audio") if n in mask}
+        return self.fuse(inputs, mask)
+
+    def fuse(
+        self,
+        inputs: dict[str, torch.Tensor | None],
+        mask: dict[str, torch.Tensor],
+        *,
+        traceable: bool = False,
+    ) -> DeepMSIOutput:
+        """Features -> projections -> logits, with ``mask`` (name -> BoolTensor[B]) final.
+
+        ``traceable`` runs the video backbone on every sample and swaps placeholders in after,
+        instead of skipping samples without video: the same numbers without a data-dependent
+        branch, as a traced (ONNX) graph needs.
+        """
+        b = next(m.shape[0] for m in mask.values())
+        features = {
+            n: self._fill(n, None if inputs[n] is None else self.input_norms[n](inputs[n]),
+                          mask[n], b)
+            for n in ("text", "audio") if n in mask
+        }  # fmt: skip
         if self.video is not None:
             guidance = self.guidance(features) if self.guidance is not None else None
-            features["video"] = self._encode_video(inputs["video"], guidance, mask["video"], b)
+            frames = inputs["video"]
+            if traceable:
+                features["video"] = self._fill("video", self.video(frames, guidance),
+                                               mask["video"], b)  # fmt: skip
+            else:
+                features["video"] = self._encode_video(frames, guidance, mask["video"], b)
 
         embeddings = {n: self.projections[n](features[n]) for n in self.names}
         logits = self.classifier(torch.cat([embeddings[n] for n in self.names], dim=-1))
@@ -162,6 +192,11 @@ class DeepMSI(nn.Module):
             shape = str(list(want))
         if not ok:
             raise ValueError(f"{name} input has shape {list(x.shape)}, expected {shape}")
+
+    def set_input_stats(self, stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Standardise text/audio inputs with these (mean [D], std [D]) from now on."""
+        for name, (mean, std) in stats.items():
+            self.input_norms[name].set_stats(mean, std)
 
     def _fill(self, name: str, x: torch.Tensor | None, mask: torch.Tensor, b: int) -> torch.Tensor:
         """[B, D] with the placeholder wherever ``mask`` is False (or everywhere if x is None)."""
