@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--no-contributions", action="store_true",
                         help="skip the per-modality contribution passes")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--record", action="store_true", help="record the row in results.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
@@ -115,6 +116,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     result = measure(args.run, args.repeats, not args.no_contributions)
     print(json.dumps(result, indent=2) if args.json else table(result))
+    if args.record:
+        from results import Row, command_line, record
+
+        stages = ", ".join(f"{k} {v:.0f}" for k, v in result["median_ms"].items() if k != "total")
+        note = (f"median of {result['repeats']}, {result['torch_threads']} torch thread(s); "
+                f"stages (ms): {stages}")  # fmt: skip
+        record([Row("speed.predict.warm_latency_5s_clip", result["clip"],
+                    "+".join(result["modalities"]), "ms", round(result["median_ms"]["total"], 1),
+                    command_line(), note=note)])  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--json", type=Path, metavar="PATH")
+    parser.add_argument("--record", action="store_true", help="record rows in results.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -79,6 +80,17 @@ def main() -> None:
               f"{r['faces_found']}/{r['frames_total']}")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps({"source": source, "rows": rows}, indent=2) + "\n")
+    if args.record:
+        from results import Row, command_line, record
+
+        record([
+            Row(f"speed.prepare.workers_{r['workers']}", f"{r['clips']} clips of {source}", "tav",
+                "clips_per_second", r["clips_per_second"], command_line(),
+                note=f"{args.frames} frames x {args.image_size} px, spectral audio, MiniLM text; "
+                f"faces found in {r['faces_found']} of {r['frames_total']} frames; load average "
+                f"{os.getloadavg()[0]:.1f} at the end")
+            for r in rows
+        ])  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -154,6 +154,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--timeout", type=float, default=900, help="kill everything after this")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--record", action="store_true", help="record rows in results.json")
     args = parser.parse_args()
     clip = args.clip or CLIPS / DEFAULT_CLIP
     if not clip.is_file():
@@ -183,6 +184,8 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
         killer.cancel()
+    if args.record:
+        _record(result)
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -199,6 +202,22 @@ def main() -> None:
     print(f"  server RSS      before {result['rss_before_mb']:.0f} MB, peak "
           f"{result['rss_peak_mb']:.0f} MB, after {result['rss_after_mb']:.0f} MB; "
           f"alive after: {result['server_alive']}")  # fmt: skip
+
+
+def _record(result: dict) -> None:
+    from results import Row, command_line, record
+
+    where = f"{result['clients']} concurrent clients, {result['requests']} x {result['clip']}"
+    rss = (f"{result['rss_before_mb']:.0f} MB before, {result['rss_peak_mb']:.0f} MB peak, "
+           f"{result['rss_after_mb']:.0f} MB after")  # fmt: skip
+    note = (f"{result['errors']} errors; server alive after: {result['server_alive']}; RSS "
+            f"{rss}; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    record([
+        Row("speed.serve.throughput", where, "tav", "requests_per_second",
+            round(result["throughput_rps"], 2), command_line(), note=note),
+        Row("speed.serve.p95_latency", where, "tav", "seconds", round(result["p95_s"], 2),
+            command_line(), note=note),
+    ])  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -273,6 +273,7 @@ def main() -> None:
     parser.add_argument("--budget-minutes", type=float, default=30.0, help="epoch budget checked")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
+    parser.add_argument("--record", action="store_true", help="record rows in results.json")
     args = parser.parse_args()
     import torch
 
@@ -282,6 +283,25 @@ def main() -> None:
     print(table(result, args.budget_minutes))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
+    if args.record:
+        _record(result)
+
+
+def _record(result: dict) -> None:
+    from results import Row, command_line, record
+
+    load = result["load_average_at_start"][0]
+    rows = []
+    for mode, stats in result["modes"].items():
+        note = (f"cpu preset T+A+V, batch {result['train']['batch_size']}, "
+                f"{result['torch_threads']} torch thread(s); extrapolated from "
+                f"{result['measured_steps']} measured steps (mean {stats['mean_s_per_step']:.2f} "
+                f"s/step) to {result['steps_per_epoch']} steps; load average {load:.1f} at start; "
+                "goal <= 30 min")  # fmt: skip
+        rows.append(Row(f"speed.train_cpu_preset.vsc_{mode}", "MELD-sized (10,000 utterances)",
+                        "tav", "minutes_per_epoch", round(stats["epoch_minutes_extrapolated"], 1),
+                        command_line(), note=note))  # fmt: skip
+    record(rows)
 
 
 if __name__ == "__main__":

@@ -299,6 +299,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, help="clips per forward (default: cpu 8, paper 1)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
+    parser.add_argument("--record", action="store_true", help="record rows in results.json")
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_probe:
@@ -326,6 +327,27 @@ def main() -> None:
     )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+    if args.record:
+        _record(results)
+
+
+def _record(results: dict) -> None:
+    from results import Row, command_line, record
+
+    rows = []
+    for preset in results["presets"]:
+        on, off = preset["modes"]["on"], preset["modes"]["off"]
+        geometry = f"{preset['frames']} frames x {preset['image_size']} px"
+        for mode, stats in (("on", on), ("off", off)):
+            tokens = " ".join(str(t[1]) for t in stats["stage_tokens"])
+            note = (f"visual backbone forward, batch {preset['batch_clips']} clips, "
+                    f"{results['torch_threads']} thread(s), median of {results['repeats']}; "
+                    f"{stats['gflops_per_clip']:.2f} GFLOP/clip; tokens per stage {tokens}; "
+                    f"load average {results['load_average_at_start'][0]:.1f}")  # fmt: skip
+            rows.append(Row(f"speed.vsc.{preset['preset']}.{mode}", geometry, "v", "ms_per_clip",
+                            round(1000 * stats["median_s_per_clip"], 1), command_line(),
+                            note=note))  # fmt: skip
+    record(rows)
 
 
 if __name__ == "__main__":
