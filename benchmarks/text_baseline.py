@@ -3,7 +3,10 @@
 The reference point for the text benchmarks: no fine-tuning, no dialogue context. C is chosen on
 dev (MELD dev / IEMOCAP valid) and the chosen model is scored once on test.
 
-    .venv/bin/python benchmarks/text_baseline.py [--json]
+    .venv/bin/python benchmarks/text_baseline.py [--json] [--record]
+
+``--record`` writes its rows (test weighted F1 and accuracy per corpus) to benchmarks/results.json
+and RESULTS.md through ``results.py``.
 
 Also home of the corpus readers and the embedding cache that ``text_erc.py`` reuses.
 """
@@ -21,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from results import Row, command_line, record
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -223,16 +227,34 @@ def run_baseline(name: str) -> BaselineResult:
     )
 
 
+def record_rows(results: list[BaselineResult]) -> None:
+    command = command_line()
+    rows = []
+    for r in results:
+        split = "MELD test (2610)" if r.dataset == "meld" else "IEMOCAP test, Session 5 (1623)"
+        note = (
+            f"C={r.C:g} chosen on dev (dev wF1 {r.dev_weighted_f1:.2f}); no context, no fine-tuning"
+        )
+        for metric in ("weighted_f1", "accuracy"):
+            value = getattr(r, f"test_{metric}")
+            rows.append(Row(f"text_baseline.{r.dataset}.{metric}", split, "t", metric, value,
+                            command, note=note))  # fmt: skip
+    record(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", action="store_true", help="print results as JSON")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--record", action="store_true", help="record rows in results.json")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import torch
 
     torch.set_num_threads(args.threads)
     results = [run_baseline(n) for n in ("meld", "iemocap")]
+    if args.record:
+        record_rows(results)
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
         return

@@ -14,7 +14,8 @@ Two stages, each cached under artifacts/text_erc/ so nothing is recomputed:
     .venv/bin/python benchmarks/text_erc.py context --corpus iemocap --features ft_iemocap_p8 \
         --mode online --seeds 0,1,2,3,4
 
-Every run appends one JSON line to artifacts/text_erc/runs.jsonl.
+Every run appends one JSON line to artifacts/text_erc/runs.jsonl; ``context --record`` also
+writes its rows to benchmarks/results.json and RESULTS.md through ``results.py``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import results
 import torch
 from text_baseline import ARTIFACTS, Corpus, frozen_embeddings, load_corpus, model_dir, scores
 
@@ -417,6 +419,27 @@ def context(args: argparse.Namespace) -> None:
             "test": test,
         }
     )
+    if args.record:
+        record_rows(args, seeds, per_seed, dev, test)
+
+
+def record_rows(args: argparse.Namespace, seeds: list[int], per_seed: list[dict], dev, test):
+    """Rows for benchmarks/results.json: the seed ensemble's test weighted F1 and accuracy."""
+    dataset = "MELD test (2610)" if args.corpus == "meld" else "IEMOCAP test, Session 5 (1623)"
+    mode = "whole dialogue (offline)" if args.mode == "offline" else "past turns only (online)"
+    goal = "goal 63 reached" if test["weighted_f1"] >= 63 else "goal 63 not reached"
+    epochs = ", ".join(str(p["epoch"]) for p in per_seed)
+    note = (
+        f"{goal}. {args.kind.upper()} context over {args.features} MiniLM utterance vectors, "
+        f"{mode}; {len(seeds)} seeds (epochs {epochs} chosen on dev), probabilities averaged; "
+        f"ensemble dev wF1 {dev['weighted_f1']:.2f}"
+    )
+    name = f"text_erc.{args.corpus}.{args.features}-{args.mode}-{args.kind}"
+    results.record(
+        results.Row(f"{name}.{metric}", dataset, "t", metric, test[metric],
+                    results.command_line(), note=note)
+        for metric in ("weighted_f1", "accuracy")
+    )  # fmt: skip
 
 
 def main() -> None:
@@ -448,6 +471,7 @@ def main() -> None:
     cx.add_argument("--epochs", type=int, default=40)
     cx.add_argument("--batch-size", type=int, default=8, help="dialogues per batch")
     cx.add_argument("--seeds", default="0,1,2")
+    cx.add_argument("--record", action="store_true", help="record rows in results.json")
     cx.set_defaults(run=context)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
