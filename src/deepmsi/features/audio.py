@@ -463,15 +463,9 @@ class Wav2Vec2Encoder:
     def _loaded(self):
         from transformers import AutoFeatureExtractor, AutoModel
 
-        from deepmsi.features.text import _quiet_transformers
+        from deepmsi.features.text import load_pretrained
 
-        _quiet_transformers()
-        try:
-            extractor = AutoFeatureExtractor.from_pretrained(self.name)
-            model = AutoModel.from_pretrained(self.name).eval()
-        except (OSError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ConfigError(f"cannot load audio encoder {self.name!r}: {first}") from None
+        extractor, model = load_pretrained("audio", self.name, AutoFeatureExtractor, AutoModel)
         rate = getattr(extractor, "sampling_rate", SAMPLE_RATE)
         if rate != SAMPLE_RATE:
             raise ConfigError(f"audio encoder {self.name!r} expects {rate} Hz, not {SAMPLE_RATE}")

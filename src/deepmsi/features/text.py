@@ -64,15 +64,7 @@ class TextEncoder:
         from transformers import AutoModel, AutoTokenizer
 
         source = resolve_text_model(self.name)
-        _quiet_transformers()
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source)
-            model = AutoModel.from_pretrained(source).eval()
-        except (OSError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ConfigError(f"cannot load text encoder {self.name!r}: {first}") from None
-        for p in model.parameters():
-            p.requires_grad_(False)
+        tokenizer, model = load_pretrained("text", source, AutoTokenizer, AutoModel)
         return tokenizer, model, _normalises(source)
 
     @property
@@ -114,12 +106,22 @@ class TextEncoder:
         return out
 
 
-def _quiet_transformers() -> None:
-    """No per-load progress bars or advice from transformers; our own logging says what loads."""
+def load_pretrained(kind: str, name: str, *auto_classes) -> tuple:
+    """``cls.from_pretrained(name)`` for each class (the model last, frozen, in eval mode); a
+    missing or broken model is a one-line ``ConfigError``. No transformers progress bars."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    try:
+        loaded = tuple(cls.from_pretrained(name) for cls in auto_classes)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"cannot load {kind} encoder {name!r}: {first}") from None
+    model = loaded[-1].eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return loaded
 
 
 def _normalises(source: str) -> bool:
