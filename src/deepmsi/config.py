@@ -150,9 +150,9 @@ def _cpu() -> ModelConfig:
 
     96 px faces, patch 3 -> token grids 32/16/8/4 (stage 3: 8x8 -> 6x6 -> 4x4 with VSC, so stage 4
     sees 2x2 = 4 tokens instead of 16), embed 32, depths 2/2/4/2, window 4, 8 frames, TCN 256.
-    Measured by ``benchmarks/train_speed.py`` (T+A+V, batch 32, forward + backward + AdamW step,
-    1 torch thread, on this 2-core machine while other jobs kept it loaded): about 3.7 s a step,
-    20 minutes per 10,000-utterance epoch with VSC on, 26 with it off (benchmarks/RESULTS.md).
+    Measured by ``benchmarks/train_speed.py --threads 1`` (T+A+V, batch 32, forward + backward +
+    AdamW step, this 2-core machine): about 3.0 s a step, 16 minutes per 10,000-utterance epoch
+    with VSC on and 21 with it off (20 and 26 while other jobs loaded it); benchmarks/RESULTS.md.
     """
     return ModelConfig(
         text_dim=384,
