@@ -41,7 +41,11 @@ def _available() -> dict[str, object]:
 
 
 def build_parser(modules: dict[str, object] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deepmsi", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="deepmsi",
+        description="Multimodal emotion recognition (DeepMSI-MER): from clips on disk to a "
+        "trained model, honest reports and predictions on your own recordings.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (modules or _available()).values():
