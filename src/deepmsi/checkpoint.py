@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deepmsi.atomic import atomic_path, atomic_write_text
 from deepmsi.errors import ConfigError, DataError
 from deepmsi.labels import LabelSet
 
@@ -89,15 +89,9 @@ class Run:
     epoch: int | None  # the epoch whose weights were loaded (None when unknown)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_config(run_dir: Path, config: RunConfig) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
+    atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
 
 
 def read_config(run_dir: str | Path) -> RunConfig:
@@ -113,7 +107,7 @@ def read_config(run_dir: str | Path) -> RunConfig:
 def write_metrics(run_dir: Path, history: list[dict]) -> None:
     """Rewrite ``metrics.jsonl`` from the history (so a resumed run never duplicates lines)."""
     text = "".join(json.dumps(row) + "\n" for row in history)
-    _atomic_write_text(run_dir / METRICS_FILE, text)
+    atomic_write_text(run_dir / METRICS_FILE, text)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -127,9 +121,8 @@ def save_weights(model: torch.nn.Module, path: Path, *, epoch: int) -> None:
     """Model weights as safetensors (tied tensors handled by ``save_model``), atomically."""
     from safetensors.torch import save_model
 
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_model(model, str(tmp), metadata={"epoch": str(epoch)})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_model(model, str(tmp), metadata={"epoch": str(epoch)})
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> int | None:
@@ -172,9 +165,8 @@ def save_checkpoint(
     weights, state_path = checkpoint_paths(run_dir, epoch)
     weights.parent.mkdir(parents=True, exist_ok=True)
     save_weights(model, weights, epoch=epoch)
-    tmp = state_path.with_name(f".{state_path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, state_path)
+    with atomic_path(state_path) as tmp:
+        torch.save(state, tmp)
     if keep > 0:
         for old in completed_epochs(run_dir)[:-keep]:
             for p in checkpoint_paths(run_dir, old):

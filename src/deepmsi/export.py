@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from deepmsi.atomic import atomic_path
 from deepmsi.errors import DataError
 
 if TYPE_CHECKING:
@@ -131,13 +132,12 @@ def export_onnx(
     }
     args = tuple(example[k] if k in example else torch.ones(b, dtype=torch.bool) for k in names)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     torch.onnx.register_custom_op_symbolic("aten::argsort", _argsort_symbolic, OPSET)
     try:
-        _export(wrapper, args, tmp, names)
+        with atomic_path(path) as tmp:
+            _export(wrapper, args, tmp, names)
     finally:
         torch.onnx.unregister_custom_op_symbolic("aten::argsort", OPSET)
-    tmp.replace(path)
     log.info("exported %s (inputs %s)", path, ", ".join(names))
     diff = None
     if check_inputs is not None:

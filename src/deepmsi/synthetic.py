@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepmsi.atomic import atomic_path
 from deepmsi.errors import ConfigError
 from deepmsi.labels import MELD7
 
@@ -570,35 +571,28 @@ def _encode(path: Path, frames: np.ndarray, audio: np.ndarray, render: _Render, 
     """Writes an H.264 + AAC mp4 to a temporary name, then renames it into place."""
     import av
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with av.open(str(tmp), "w", format="mp4") as container:
-            container.metadata["comment"] = tag
-            video = container.add_stream("libx264", rate=render.fps)
-            video.width, video.height, video.pix_fmt = render.width, render.height, "yuv420p"
-            # One thread (workers parallelise) and a constant quantiser: x264's CRF rate control
-            # with its lookahead gave different pictures from run to run; this is deterministic.
-            video.options = {"preset": "veryfast", "qp": "20", "threads": "1"}
-            # The fast coder: about 3x less CPU than the default two-loop search.
-            sound = container.add_stream(
-                "aac", rate=render.sample_rate, options={"aac_coder": "fast"}
-            )
-            sound.layout = "mono"
-            for image in frames:
-                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-                container.mux(video.encode(frame))
-            container.mux(video.encode(None))
-            step = 1024  # AAC frame size
-            for start in range(0, len(audio), step):
-                chunk = np.ascontiguousarray(audio[None, start : start + step])  # [1, T'] planar
-                frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
-                frame.sample_rate, frame.pts = render.sample_rate, start
-                frame.time_base = Fraction(1, render.sample_rate)
-                container.mux(sound.encode(frame))
-            container.mux(sound.encode(None))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, av.open(str(tmp), "w", format="mp4") as container:
+        container.metadata["comment"] = tag
+        video = container.add_stream("libx264", rate=render.fps)
+        video.width, video.height, video.pix_fmt = render.width, render.height, "yuv420p"
+        # One thread (workers parallelise) and a constant quantiser: x264's CRF rate control
+        # with its lookahead gave different pictures from run to run; this is deterministic.
+        video.options = {"preset": "veryfast", "qp": "20", "threads": "1"}
+        # The fast coder: about 3x less CPU than the default two-loop search.
+        sound = container.add_stream("aac", rate=render.sample_rate, options={"aac_coder": "fast"})
+        sound.layout = "mono"
+        for image in frames:
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        step = 1024  # AAC frame size
+        for start in range(0, len(audio), step):
+            chunk = np.ascontiguousarray(audio[None, start : start + step])  # [1, T'] planar
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = render.sample_rate, start
+            frame.time_base = Fraction(1, render.sample_rate)
+            container.mux(sound.encode(frame))
+        container.mux(sound.encode(None))
 
 
 def _write_clip(job: tuple[_Utt, _Render, str]) -> bool:
@@ -620,8 +614,7 @@ def _clock(seconds: float) -> str:
 
 
 def _write_csv(path: Path, rows: list[_Utt]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS)
         for i, u in enumerate(rows, start=1):
@@ -632,7 +625,6 @@ def _write_csv(path: Path, rows: list[_Utt]) -> None:
                     _clock(u.start + u.seconds),
                 ]
             )  # fmt: skip
-    os.replace(tmp, path)
 
 
 def _check(seconds: float, fps: int, width: int, height: int, sample_rate: int, workers: int):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass, fields
 from functools import cached_property
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from deepmsi.atomic import atomic_path, atomic_write_text
 from deepmsi.data.records import Utterance
 from deepmsi.errors import DataError, Problem
 from deepmsi.labels import LabelSet
@@ -71,21 +71,12 @@ def record_from_dict(d: dict[str, Any]) -> Utterance:
     return Utterance(**d)
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with tmp.open("wb") as f:
-        write(f)
-    os.replace(tmp, path)
-
-
 def write_jsonl(path: Path, rows: list[dict]) -> None:
-    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    _atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
+    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def write_json(path: Path, data: dict) -> None:
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    _atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 class FeatureCache:
@@ -160,4 +151,5 @@ def write_item(path: Path, features: Features) -> None:
         value = getattr(features, name)
         if value is not None:
             arrays[name] = value
-    _atomic_write_bytes(path, lambda f: np.savez(f, **arrays))
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        np.savez(f, **arrays)  # a file object: np.savez would add ".npz" to a path
