@@ -63,7 +63,7 @@ class ModelConfig:
     modality_dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_types(self)
+        check_field_types(self)
         _check_values(self)
 
     # ---- derived quantities -------------------------------------------------------------------
@@ -109,11 +109,11 @@ class ModelConfig:
         """Inverse of :meth:`to_dict`; unknown keys or wrong types raise ConfigError."""
         if not isinstance(data, Mapping):
             raise ConfigError(f"model config must be a mapping, got {type(data).__name__}")
-        return cls(**_coerce(cls, dict(data)))
+        return cls(**coerce_fields(cls, dict(data)))
 
     def replace(self, **overrides: Any) -> ModelConfig:
         """A copy with some fields changed (type-checked like the presets)."""
-        return dataclasses.replace(self, **_coerce(type(self), overrides))
+        return dataclasses.replace(self, **coerce_fields(type(self), overrides))
 
 
 def _tiny() -> ModelConfig:
@@ -223,13 +223,14 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _coerce(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    """Reject unknown keys; turn JSON lists into tuples for tuple fields."""
+def coerce_fields(cls: type, data: dict[str, Any], what: str = "model config") -> dict[str, Any]:
+    """Reject keys that are not fields of dataclass ``cls``; turn JSON lists into tuples for
+    tuple fields. Shared by every config dataclass."""
     hints = _hints(cls)
     unknown = sorted(set(data) - set(hints))
     if unknown:
         raise ConfigError(
-            f"unknown model config key(s) {', '.join(unknown)}; known: {', '.join(sorted(hints))}"
+            f"unknown {what} key(s) {', '.join(unknown)}; known: {', '.join(sorted(hints))}"
         )
     out = {}
     for key, value in data.items():
@@ -253,12 +254,15 @@ def _type_ok(value: Any, hint: Any) -> bool:
     return isinstance(value, hint)
 
 
-def _check_types(cfg: ModelConfig) -> None:
+def check_field_types(cfg: Any, what: str = "model config") -> None:
+    """Check every field of a frozen config dataclass against its type hint (ints are accepted
+    for floats and converted; bools are not ints)."""
     for name, hint in _hints(type(cfg)).items():
         value = getattr(cfg, name)
         if not _type_ok(value, hint):
             raise ConfigError(
-                f"model config {name}={value!r}: expected {getattr(hint, '__name__', hint)}"
+                f"{what} {name}={value!r}: expected {getattr(hint, '__name__', hint)}, "
+                f"got {type(value).__name__}"
             )
         if hint is float:
             object.__setattr__(cfg, name, float(value))

@@ -16,7 +16,6 @@ import dataclasses
 import logging
 import os
 import time
-import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from deepmsi import checkpoint as ckpt
-from deepmsi.config import ModelConfig
+from deepmsi.config import ModelConfig, check_field_types, coerce_fields
 from deepmsi.data.cache import FeatureCache
 from deepmsi.data.records import Utterance
 from deepmsi.errors import ConfigError, DataError
@@ -74,16 +73,7 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            hint = _HINTS[f.name]
-            if hint is float and isinstance(value, int) and not isinstance(value, bool):
-                object.__setattr__(self, f.name, float(value))
-            elif not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-                raise ConfigError(
-                    f"train config {f.name}={value!r}: expected {hint.__name__}, "
-                    f"got {type(value).__name__}"
-                )
+        check_field_types(self, "train config")
         checks = {
             "epochs": self.epochs >= 1,
             "batch_size": self.batch_size >= 2,
@@ -116,15 +106,8 @@ class TrainConfig:
 
     def replace(self, **overrides: Any) -> TrainConfig:
         """A copy with some fields changed; unknown keys raise ConfigError."""
-        unknown = sorted(set(overrides) - set(_HINTS))
-        if unknown:
-            raise ConfigError(
-                f"unknown train config key(s) {', '.join(unknown)}; known: {', '.join(_HINTS)}"
-            )
-        return dataclasses.replace(self, **overrides)
+        return dataclasses.replace(self, **coerce_fields(type(self), overrides, "train config"))
 
-
-_HINTS = typing.get_type_hints(TrainConfig)
 
 # NOTE(paper): the paper does not publish its optimiser settings beyond AdamW-style training of
 # the fusion network on frozen features; "paper" keeps the defaults at a conservative rate.
