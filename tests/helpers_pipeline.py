@@ -65,3 +65,38 @@ def make_cache(path: Path, *, n: int = 80, seed: int = 0) -> Path:
     )
     write_jsonl(path / UTTERANCES, [record_to_dict(r) for r in records])
     return path
+
+
+def make_dialogue_cache(path: Path, *, dialogues: int = 40, turns: int = 6, seed: int = 0) -> Path:
+    """Text + audio only, where a turn's own features say nothing about its label: each turn
+    carries the class of the *next* turn (a turn "announces" the emotion that follows). Only a
+    model that reads the previous turn can label turns 1.. (turn 0 is a guess); utterance by
+    utterance every turn is at chance. Splits by dialogue as in :func:`make_cache`."""
+    rng = np.random.default_rng(seed)
+    (path / ITEMS).mkdir(parents=True, exist_ok=True)
+    records = []
+    for d in range(dialogues):
+        split = ("train", "train", "train", "dev", "test")[d % 5]
+        ys = rng.integers(len(LABELS), size=turns + 1)  # ys[turns]: announced by the last turn
+        for t in range(turns):
+            utt = Utterance(f"c{d}_u{t}", f"c{d}", t, f"s{(d + t) % 2}", f"turn {t}",
+                            LABELS.names[int(ys[t])], split)  # fmt: skip
+            nxt = int(ys[t + 1])
+            text = rng.normal(size=TEXT_DIM) + 3.0 * np.eye(TEXT_DIM)[nxt]
+            audio = rng.normal(size=AUDIO_DIM) + 3.0 * np.eye(AUDIO_DIM)[nxt]
+            features = Features(text.astype(np.float32), audio.astype(np.float32), None, faces=0)
+            write_item(path / ITEMS / f"{item_key(utt.id)}.npz", features)
+            records.append(utt)
+    write_json(
+        path / MANIFEST,
+        {
+            "format": 1,
+            "dataset": "toy-dialogue",
+            "labels": LABELS.to_dict(),
+            "text_encoder": {"name": "toy-text", "version": "1", "dim": TEXT_DIM},
+            "audio_encoder": {"name": "toy-audio", "version": "1", "dim": AUDIO_DIM},
+            "sample_rate": 16000,
+        },
+    )
+    write_jsonl(path / UTTERANCES, [record_to_dict(r) for r in records])
+    return path

@@ -1,9 +1,11 @@
 """Two-process DDP training on CPU (torchrun, gloo): it trains, and the dev metrics it logs are
-those of the whole dev split (gathered predictions), not an average of per-rank scores."""
+those of the whole dev split (gathered predictions), not an average of per-rank scores; the
+dialogue-context stage embeds on both ranks and fits its head on rank 0."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -13,6 +15,7 @@ from helpers_pipeline import make_cache
 
 from deepmsi.checkpoint import completed_epochs, load_run, read_metrics
 from deepmsi.data.cache import FeatureCache
+from deepmsi.evaluate import evaluate
 from deepmsi.metrics import compute_metrics
 from deepmsi.train import FeatureDataset, FeatureStore, predict_dataset
 
@@ -28,7 +31,7 @@ def test_torchrun_two_processes_gathers_predictions(tmp_path):
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "deepmsi", "train", "--cache", str(cache), "--out", str(run), "--preset", "tiny",
-        "--epochs", "2", "--no-progress", "--device", "cpu",
+        "--epochs", "2", "--no-progress", "--device", "cpu", "--context", "online",
     ]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -50,3 +53,10 @@ def test_torchrun_two_processes_gathers_predictions(tmp_path):
         row = rows[epoch - 1]
         assert row["dev_weighted_f1"] == pytest.approx(m.weighted_f1, abs=1e-12)
         assert row["dev_accuracy"] == pytest.approx(m.accuracy, abs=1e-12)
+    # The head was fitted on rank 0 from both ranks' vectors; its dev score, as printed, is what
+    # a single process gets from the saved run.
+    assert proc.stdout.count("dialogue context (online)") == 1
+    printed = re.search(r"dialogue context \(online\).*weighted F1 ([\d.]+)", proc.stdout)
+    report = evaluate(run, None, "dev", progress=False)
+    assert report.context == "online"
+    assert printed and float(printed.group(1)) == pytest.approx(100 * report.weighted_f1, abs=0.006)

@@ -56,6 +56,7 @@ def test_vtt_skips_header_notes_styles_and_settings():
     assert [(c.start, c.end) for c in cues] == [(c.start, c.end) for c in EXPECTED]
     assert cues[0].text == "Hello there."
     assert cues[1].text == "I can't believe it"
+    assert [c.speaker for c in cues] == ["Roger", None, None]  # the <v Roger> voice tag
 
 
 def test_bom_crlf_and_sniffing(tmp_path):

@@ -5,6 +5,7 @@ The public API, one line per step (names load on first use, so ``import deepmsi`
     ds = deepmsi.load_dataset("meld:data/MELD")                     # utterance table
     deepmsi.inspect_dataset(ds)                                       # what is there, broken
     deepmsi.prepare(ds, "cache", deepmsi.PrepareOptions(frames=8))    # frozen features + faces
+    deepmsi.finetune_text(ds, "encoder", deepmsi.FinetuneOptions())  # optional: text encoder
     deepmsi.train("cache", "run", deepmsi.model_preset("cpu"), deepmsi.train_preset("cpu"))
     deepmsi.evaluate("run", split="test", out="eval")                 # report.json
     deepmsi.Predictor.from_run("run").predict("clip.mp4", text="hi")  # a Prediction
@@ -22,6 +23,8 @@ _EXPORTS = {
     "inspect_dataset": "deepmsi.data.inventory",
     "prepare": "deepmsi.prepare",
     "PrepareOptions": "deepmsi.prepare",
+    "finetune_text": "deepmsi.finetune",
+    "FinetuneOptions": "deepmsi.finetune",
     "model_preset": "deepmsi.config",
     "ModelConfig": "deepmsi.config",
     "train": "deepmsi.train",

@@ -7,6 +7,8 @@ Layout of a run folder::
     best.safetensors              weights of the epoch chosen on the validation split
     checkpoints/epoch_XXX.safetensors   weights after epoch XXX
     checkpoints/epoch_XXX.state.pt      optimizer, scheduler, RNG, early-stopping state, history
+    context.json, context.safetensors   optional dialogue-context head (``--context``): its
+                                        ContextConfig, and weights fitted on best.safetensors
 
 Every file is written to a temporary name and renamed, so a killed run never leaves a
 half-written checkpoint; the state file is written last and marks an epoch as complete.
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 BEST_FILE = "best.safetensors"
+CONTEXT_CONFIG_FILE = "context.json"
+CONTEXT_FILE = "context.safetensors"
 CHECKPOINT_DIR = "checkpoints"
 FORMAT_VERSION = 1
 _EPOCH_RE = re.compile(r"^epoch_(\d{3,})\.state\.pt$")
@@ -87,6 +91,14 @@ class Run:
     cache_manifest: dict
     cache_path: str | None
     epoch: int | None  # the epoch whose weights were loaded (None when unknown)
+    context: torch.nn.Module | None = None  # DialogueContext head, when the run has one
+
+    @property
+    def context_mode(self) -> str:
+        """How predictions read the dialogue: "online", "offline" or "none"."""
+        from deepmsi.dialogue import mode_of
+
+        return mode_of(self.context)
 
 
 def write_config(run_dir: Path, config: RunConfig) -> None:
@@ -196,6 +208,50 @@ def load_state(run_dir: Path, epoch: int) -> dict[str, Any]:
         raise DataError(path, f"cannot read training state: {err}") from None
 
 
+def save_context(run_dir: Path, head: torch.nn.Module, *, epoch: int, utterance_epoch: int) -> None:
+    """The head's ContextConfig (JSON) then its weights, each atomically; the weights record the
+    head's epoch and the utterance-model epoch whose vectors it was fitted on."""
+    import dataclasses
+
+    from safetensors.torch import save_model
+
+    data = {"format": FORMAT_VERSION, "context": dataclasses.asdict(head.cfg)}
+    atomic_write_text(run_dir / CONTEXT_CONFIG_FILE, json.dumps(data, indent=2) + "\n")
+    meta = {"epoch": str(epoch), "utterance_epoch": str(utterance_epoch)}
+    with atomic_path(run_dir / CONTEXT_FILE) as tmp:
+        save_model(head, str(tmp), metadata=meta)
+
+
+def load_context(
+    run_dir: str | Path, *, utterance_epoch: int | None, device: str = "cpu"
+) -> torch.nn.Module | None:
+    """The run's dialogue-context head in eval mode, or None when it has none or when the loaded
+    utterance weights (``utterance_epoch``) are not the ones the head was fitted on."""
+    from safetensors import safe_open
+
+    from deepmsi.models.context import ContextConfig, DialogueContext
+
+    run_dir = Path(run_dir)
+    path, cfg_path = run_dir / CONTEXT_FILE, run_dir / CONTEXT_CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        cfg = ContextConfig(**json.loads(cfg_path.read_text())["context"])
+    except (OSError, KeyError, TypeError, ValueError) as err:
+        raise DataError(cfg_path, f"malformed context config: {err}") from None
+    with safe_open(str(path), framework="pt") as f:
+        fitted_on = (f.metadata() or {}).get("utterance_epoch")
+    if utterance_epoch is not None and fitted_on is not None and int(fitted_on) != utterance_epoch:
+        log.warning(
+            "%s: the context head was fitted on epoch %s's vectors, not epoch %d's; "
+            "predicting utterance by utterance", run_dir, fitted_on, utterance_epoch,
+        )  # fmt: skip
+        return None
+    head = DialogueContext(cfg)
+    load_weights(head, path)
+    return head.to(device).eval()
+
+
 def build_model(config: ModelConfig) -> torch.nn.Module:
     from deepmsi.models import DeepMSI
 
@@ -223,6 +279,10 @@ def load_run(path: str | Path, *, checkpoint: str | int = "best", device: str = 
         weights = checkpoint_paths(run_dir, epoch)[0]
     loaded_epoch = load_weights(model, weights)
     model.to(device).eval()
+    context = load_context(run_dir, utterance_epoch=loaded_epoch, device=device)
+    if context is None and config.train_config.context != "none":
+        log.warning("%s: trained with --context %s but has no usable context head",
+                    run_dir, config.train_config.context)  # fmt: skip
     return Run(
         path=run_dir,
         model=model,
@@ -232,4 +292,5 @@ def load_run(path: str | Path, *, checkpoint: str | int = "best", device: str = 
         cache_manifest=config.cache_manifest,
         cache_path=config.cache_path,
         epoch=loaded_epoch,
+        context=context,
     )

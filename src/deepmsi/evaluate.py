@@ -34,7 +34,9 @@ class Report:
 
     ``per_class[label]`` has precision, recall, f1 and support; ``confusion`` is [K true, K
     predicted] counts in ``labels`` order; ``left_out`` counts utterances whose label is not in
-    the run's label set (after ``label_map``), which are not scored.
+    the run's label set (after ``label_map``), which are not scored. ``context`` says how the
+    predictions were made: "none" (utterance by utterance, the paper's model), "online" (each
+    turn read with the earlier turns of its dialogue) or "offline" (with the whole dialogue).
     """
 
     labels: list[str]
@@ -46,6 +48,7 @@ class Report:
     split: str
     utterances: int
     left_out: dict[str, int] = field(default_factory=dict)
+    context: str = "none"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,6 +76,9 @@ class Report:
             f"{'macro F1':<{width}} {100 * self.macro_f1:9.2f}",
             f"{'utterances':<{width}} {self.utterances:9d}  (split: {self.split})",
         ]
+        if self.context != "none":
+            how = "past turns only" if self.context == "online" else "whole dialogue"
+            lines.append(f"dialogue context: {self.context} ({how}, within the split)")
         if self.left_out:
             dropped = ", ".join(f"{k} {v}" for k, v in sorted(self.left_out.items()))
             lines.append(f"left out (label not in the run's set): {dropped}")
@@ -230,9 +236,14 @@ def score(
     batch_size: int = 64,
     progress: bool = False,
 ) -> Report:
-    """Score ``records`` of a feature store (``deepmsi.train.FeatureStore``) with ``run``."""
+    """Score ``records`` of a feature store (``deepmsi.train.FeatureStore``) with ``run``.
+
+    A run with a dialogue-context head reads each dialogue made of ``records`` alone, so no
+    other split's turns reach a prediction.
+    """
     import torch
 
+    from deepmsi.dialogue import context_probabilities
     from deepmsi.train import FeatureDataset, predict_dataset
 
     kept, targets, left_out = map_labels(records, run.labels, label_map)
@@ -246,11 +257,14 @@ def score(
     dataset = FeatureDataset(store, kept, run.model_config, targets=targets)
     device = next(run.model.parameters()).device
     with torch.inference_mode():
-        pred = predict_dataset(
-            run.model, dataset, batch_size=batch_size, device=device, progress=progress
-        )
-    m = compute_metrics(pred.y_true, pred.y_pred, run.labels.names)
-    return Report(**m.to_dict(), split=split, left_out=left_out)
+        if run.context is None:
+            probs = predict_dataset(run.model, dataset, batch_size=batch_size, device=device,
+                                    progress=progress).probs  # fmt: skip
+        else:
+            probs = context_probabilities(run.model, run.context, dataset, batch_size=batch_size,
+                                          device=device, progress=progress)  # fmt: skip
+    m = compute_metrics(dataset.targets, probs.argmax(axis=1), run.labels.names)
+    return Report(**m.to_dict(), split=split, left_out=left_out, context=run.context_mode)
 
 
 def prepare_for_run(run: Run, dataset: Dataset | str, cache_dir: str | Path):

@@ -12,6 +12,10 @@ and one batched forward pass per call:
 
 Whatever modalities an input has are used; the others are marked absent so the model uses its
 learned placeholders (sound when the run was trained with modality dropout).
+
+A run trained with ``--context`` reads the segments of one input as one dialogue, in time order
+(one speaker unless the cues name theirs); an online head lets segment t see segments 0..t only,
+so its labels do not wait for the rest of the video. A single clip is a dialogue of one turn.
 """
 
 from __future__ import annotations
@@ -46,11 +50,13 @@ MIN_WINDOW_TAIL = 0.5  # seconds; a shorter last window joins the one before it
 
 @dataclass(frozen=True)
 class _Span:
-    """A part of the input to classify: seconds (None: whole file) and its transcript."""
+    """A part of the input to classify: seconds (None: whole file), its transcript and who
+    speaks (None: not named)."""
 
     start: float | None
     end: float | None
     text: str | None
+    speaker: str | None = None
 
 
 @dataclass
@@ -78,6 +84,8 @@ class Predictor:
         self.labels: tuple[str, ...] = tuple(run.labels.names)
         self.modalities: tuple[str, ...] = tuple(self.config.modality_names)
         self.contributions = contributions
+        self.context = run.context  # DialogueContext head or None
+        self.context_mode: str = run.context_mode
         manifest = run.cache_manifest or {}
         self.sample_rate = int(manifest.get("sample_rate") or 16000)
         self.frames = self.config.frames
@@ -100,8 +108,9 @@ class Predictor:
 
         run = load_run(run_dir, checkpoint=checkpoint)
         log.info(
-            "loaded %s (epoch %s, modalities %s)", run_dir, run.epoch, run.model_config.modalities
-        )
+            "loaded %s (epoch %s, modalities %s, dialogue context %s)",
+            run_dir, run.epoch, run.model_config.modalities, run.context_mode,
+        )  # fmt: skip
         return cls(run, contributions=contributions)
 
     # ---- public -----------------------------------------------------------------------------
@@ -130,7 +139,10 @@ class Predictor:
         if not any(v.any() for v in inputs.present.values()):
             raise DataError(media or "input", "has none of the modalities this model uses "
                             f"({', '.join(self.modalities)})")  # fmt: skip
-        probs, contributions = self._classify(inputs)
+        from deepmsi.models.context import speaker_indices
+
+        speakers = speaker_indices([s.speaker or "" for s in spans])
+        probs, contributions = self._classify(inputs, speakers)
         segments = []
         for i, span in enumerate(spans):
             p = {name: float(probs[i, k]) for k, name in enumerate(self.labels)}
@@ -165,7 +177,7 @@ class Predictor:
             raise ConfigError("a transcript (--text) belongs to a single clip; with subtitles the "
                               "cues are the transcript")  # fmt: skip
         if subtitles is not None:
-            return [_Span(c.start, c.end, c.text or None) for c in subtitles]
+            return [_Span(c.start, c.end, c.text or None, c.speaker) for c in subtitles]
         if window is not None:
             if media is None:
                 raise ConfigError("a window length needs a media file to cut")
@@ -190,10 +202,15 @@ class Predictor:
         if self.text_encoder is not None:
             has = np.array([bool(s.text and s.text.strip()) for s in spans])
             text_x = np.zeros((n, self.config.text_dim), np.float32)
+            texts: list = [s.text for s in spans]
+            if self.text_encoder.past:  # a dialogue encoder: earlier segments are its past turns
+                from deepmsi.features.text import in_conversation
+
+                speakers = [s.speaker for s in spans]
+                texts = in_conversation(texts, speakers, self.text_encoder.past)
             if has.any():
                 with self._timed("text_encoder"):
-                    text_x[has] = self.text_encoder.encode([s.text for s in spans if s.text and
-                                                            s.text.strip()])  # fmt: skip
+                    text_x[has] = self.text_encoder.encode([texts[i] for i in np.flatnonzero(has)])
             present["text"] = has
         if self.audio_encoder is not None:
             has = np.array([w is not None for w in waves])
@@ -227,59 +244,60 @@ class Predictor:
         return wave, crops
 
     # ---- model ------------------------------------------------------------------------------
-    def _classify(self, inputs: _Inputs) -> tuple[np.ndarray, list[dict[str, float]]]:
+    def _classify(
+        self, inputs: _Inputs, speakers: Sequence[int]
+    ) -> tuple[np.ndarray, list[dict[str, float]]]:
         """Probabilities [N, K] and, per segment, each present modality's contribution: how much
-        the predicted class's probability drops when the model no longer sees that modality."""
+        the predicted class's probability drops when the model no longer sees that modality.
+
+        With a dialogue-context head the modality is hidden from every segment at once (the
+        segments are one dialogue); without one each segment is independent, so it is the same.
+        """
         import torch
 
-        n = len(next(iter(inputs.present.values())))
-        probs = np.zeros((n, len(self.labels)), np.float32)
+        present = {k: torch.from_numpy(v.copy()) for k, v in inputs.present.items()}
+        n = len(next(iter(present.values())))
+        with self._timed("model"):
+            probs = self._probs(inputs, present, speakers)
         contributions: list[dict[str, float]] = [{} for _ in range(n)]
-        for lo in range(0, n, BATCH):
-            idx = slice(lo, min(n, lo + BATCH))
-            tensors = _tensors(inputs, idx)
-            present = {k: torch.from_numpy(v[idx].copy()) for k, v in inputs.present.items()}
-            with self._timed("model"):
-                p = self._forward(tensors, present)
-            probs[idx] = p
-            if not self.contributions:
-                continue
-            with self._timed("contributions"):
-                self._contributions(tensors, present, p, contributions, lo)
+        if not self.contributions:
+            return probs, contributions
+        with self._timed("contributions"):
+            counts = sum(v.long() for v in present.values())  # [N] modalities per segment
+            top = probs.argmax(1)
+            rows = np.arange(n)
+            for name, mask in present.items():
+                use = mask & (counts >= 2)
+                if not bool(use.any()):
+                    continue
+                p = self._probs(inputs, present | {name: mask & ~use}, speakers)
+                drop = probs[rows, top] - p[rows, top]
+                for i in np.flatnonzero(use.numpy()):
+                    contributions[i][name] = float(drop[i])
         return probs, contributions
 
-    def _contributions(
-        self,
-        tensors: dict[str, torch.Tensor | None],
-        present: dict[str, torch.Tensor],
-        probs: np.ndarray,
-        out: list[dict[str, float]],
-        offset: int,
-    ) -> None:
-        """Fill ``out`` for the batch: one extra forward pass per modality, hiding it."""
-        import torch
-
-        counts = sum(v.long() for v in present.values())  # [b] modalities per segment
-        top = probs.argmax(1)
-        rows = np.arange(len(top))
-        for name, mask in present.items():
-            use = (mask & (counts >= 2)).numpy()
-            if not use.any():
-                continue
-            hidden = dict(present) | {name: mask & ~torch.from_numpy(use)}
-            p = self._forward(tensors, hidden)
-            drop = probs[rows, top] - p[rows, top]
-            for i in np.flatnonzero(use):
-                out[offset + i][name] = float(drop[i])
-
-    def _forward(
-        self, tensors: dict[str, torch.Tensor | None], present: dict[str, torch.Tensor]
+    def _probs(
+        self, inputs: _Inputs, present: dict[str, torch.Tensor], speakers: Sequence[int]
     ) -> np.ndarray:
+        """Probabilities [N, K]: the utterance model on BATCH segments at a time, then (with a
+        context head) the head over all N segments as one dialogue in time order."""
         import torch
 
+        from deepmsi.dialogue import Dialogue, predict_dialogues
+
+        n = len(speakers)
+        probs, joint = [], []
         with torch.inference_mode():
-            out = self.model(**tensors, present=present)
-            return torch.softmax(out.logits.float(), dim=-1).numpy()
+            for lo in range(0, n, BATCH):
+                idx = slice(lo, min(n, lo + BATCH))
+                out = self.model(**_tensors(inputs, idx),
+                                 present={k: v[idx] for k, v in present.items()})  # fmt: skip
+                probs.append(torch.softmax(out.logits.float(), dim=-1).numpy())
+                joint.append(out.joint)  # [b, M*P]
+            if self.context is None:
+                return np.concatenate(probs)
+            dialogue = Dialogue(("", "input"), tuple(range(n)), tuple(speakers))
+            return predict_dialogues(self.context, torch.cat(joint), [dialogue])
 
     @contextmanager
     def _timed(self, stage: str):

@@ -10,6 +10,10 @@ worker processes; text (and any neural audio encoder) run batched in the main pr
 Resumable: a re-run skips every utterance already cached, and a kill leaves no half-written
 entry (see ``deepmsi.data.cache``). The manifest records encoders, versions and options; a cache
 prepared with other ones is refused rather than silently mixed.
+
+With ``finetune_text`` set, the text encoder is first fine-tuned on the dataset with its previous
+turns as context (``deepmsi.finetune``) into ``<cache>/text-encoder`` (reused when already
+finished there), then encodes every utterance with its past turns.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,19 +49,26 @@ from deepmsi.data.common import check_on_error
 from deepmsi.data.records import Dataset, Utterance
 from deepmsi.errors import ConfigError, DataError, Problem
 
+if TYPE_CHECKING:
+    from deepmsi.features.text import DialogueText
+    from deepmsi.finetune import FinetuneOptions
+
 log = logging.getLogger(__name__)
 
 CHUNK = 32  # utterances per text-encoder batch and per progress step
 MIN_PARALLEL = 16  # fewer items than this are decoded in-process (a pool costs seconds to start)
 FACE_DETECTOR = "opencv-haar-frontal+profile-tracked-v2"  # bump when face crops change
+FINETUNED_TEXT = "text-encoder"  # the cache's sub-folder for a fine-tuned text encoder
 
 
 @dataclass(frozen=True)
 class PrepareOptions:
-    """How features are made. The first five fields define the features and go in the manifest;
-    the rest only say how the work is done.
+    """How features are made. The first five fields (and ``finetune_text``) define the features
+    and go in the manifest; the rest only say how the work is done.
 
     ``modalities`` picks what to prepare (any of t, a, v); ``workers`` 0 means one per core.
+    ``finetune_text``: fine-tune ``text_encoder`` (its ``base`` is ``text_encoder``) on the
+    dataset first and encode with the result.
     """
 
     text_encoder: str = "minilm"
@@ -69,6 +80,7 @@ class PrepareOptions:
     workers: int = 0
     on_error: str = "raise"
     progress: bool = True
+    finetune_text: FinetuneOptions | None = None
 
     def __post_init__(self) -> None:
         check_on_error(self.on_error)
@@ -80,6 +92,16 @@ class PrepareOptions:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.workers < 0:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
+        if self.finetune_text is not None and self.finetune_text.base != self.text_encoder:
+            from deepmsi.features.text import DEFAULT_TEXT_ENCODER
+
+            if self.finetune_text.base != DEFAULT_TEXT_ENCODER:
+                raise ConfigError(
+                    f"finetune_text.base {self.finetune_text.base!r} differs from "
+                    f"text_encoder {self.text_encoder!r}; the base is text_encoder"
+                )
+            object.__setattr__(self, "finetune_text",
+                               self.finetune_text.replace(base=self.text_encoder))  # fmt: skip
 
     @property
     def num_workers(self) -> int:
@@ -138,13 +160,16 @@ class PrepareResult:
 
 
 # ---- manifest --------------------------------------------------------------------------------
-def _encoders(dataset: Dataset, options: PrepareOptions):
-    """The text and audio encoders the dataset needs (None where no utterance has that input)."""
+def _encoders(dataset: Dataset, options: PrepareOptions, text_source: str | None = None):
+    """The text and audio encoders the dataset needs (None where no utterance has that input);
+    ``text_source`` replaces ``options.text_encoder`` (a fine-tuned folder)."""
     from deepmsi.features.audio import audio_encoder
     from deepmsi.features.text import TextEncoder
 
     has = {m: any(m in u.modalities for u in dataset.utterances) for m in ("text", "audio")}
-    text = TextEncoder(options.text_encoder) if "t" in options.modalities and has["text"] else None
+    text = None
+    if "t" in options.modalities and has["text"]:
+        text = TextEncoder(text_source or options.text_encoder)
     audio = None
     if "a" in options.modalities and has["audio"]:
         audio = audio_encoder(options.audio_encoder, sample_rate=options.sample_rate)
@@ -174,7 +199,10 @@ def build_manifest(dataset: Dataset, options: PrepareOptions, text, audio) -> di
 def _describe(encoder) -> dict[str, Any] | None:
     if encoder is None:
         return None
-    return {"name": encoder.name, "version": encoder.version, "dim": int(encoder.dim)}
+    out = {"name": encoder.name, "version": encoder.version, "dim": int(encoder.dim)}
+    if getattr(encoder, "past", 0):  # a dialogue encoder: its features depend on past turns
+        out["past"] = int(encoder.past)
+    return out
 
 
 def _library_versions() -> dict[str, str]:
@@ -283,12 +311,17 @@ def prepare(
 
         dataset = load_dataset(dataset, on_error=options.on_error)
     out = Path(out)
-    text_enc, audio_enc = _encoders(dataset, options)
+    _check_folder(out, options)
+    text_source = None
+    if options.finetune_text is not None and "t" in options.modalities:
+        from deepmsi.finetune import finetune_text
+
+        tuned = finetune_text(dataset, out / FINETUNED_TEXT, options.finetune_text)
+        text_source = str(tuned.path.resolve())
+    text_enc, audio_enc = _encoders(dataset, options, text_source)
     manifest = build_manifest(dataset, options, text_enc, audio_enc)
     if (out / MANIFEST).is_file():
         _check_same(out, json.loads((out / MANIFEST).read_text()), manifest)
-    elif out.exists() and any(out.iterdir()):
-        raise DataError(out, "exists and is not a feature cache; choose an empty or new folder")
     (out / ITEMS).mkdir(parents=True, exist_ok=True)
     write_json(out / MANIFEST, manifest)
 
@@ -299,9 +332,14 @@ def prepare(
     if cached:
         log.info("%s: %d utterances already cached, %d to prepare", out, cached, len(todo))
     failed: set[str] = set()
+    dialogue = None
+    if text_enc is not None and text_enc.past:
+        from deepmsi.features.text import with_past_turns
+
+        dialogue = with_past_turns(dataset.utterances, text_enc.past)
     t0 = time.perf_counter()
     try:
-        _run(todo, out, options, text_enc, audio_enc, problems, failed)
+        _run(todo, out, options, text_enc, audio_enc, problems, failed, dialogue)
     finally:
         seconds = time.perf_counter() - t0
         done = [u for u in dataset.utterances if u.id not in failed
@@ -324,7 +362,16 @@ def prepare(
     return result
 
 
-def _run(todo, out, options, text_enc, audio_enc, problems, failed) -> None:
+def _check_folder(out: Path, options: PrepareOptions) -> None:
+    """``out`` must be a feature cache, empty or new (or hold only its fine-tuned encoder)."""
+    if (out / MANIFEST).is_file() or not out.exists():
+        return
+    ours = (FINETUNED_TEXT, f".{FINETUNED_TEXT}.tmp") if options.finetune_text else ()
+    if any(not p.name.startswith(ours) for p in out.iterdir()):
+        raise DataError(out, "exists and is not a feature cache; choose an empty or new folder")
+
+
+def _run(todo, out, options, text_enc, audio_enc, problems, failed, dialogue=None) -> None:
     from tqdm import tqdm
 
     jobs = [
@@ -341,16 +388,21 @@ def _run(todo, out, options, text_enc, audio_enc, problems, failed) -> None:
         for lo in range(0, len(todo), CHUNK):
             chunk = todo[lo : lo + CHUNK]
             decoded = [next(results) for _ in chunk]
-            _save_chunk(chunk, decoded, out, options, text_enc, audio_enc, problems, failed)
+            _save_chunk(chunk, decoded, out, options, text_enc, audio_enc, problems, failed,
+                        dialogue)  # fmt: skip
             bar.update(len(chunk))
     finally:
         results.close()
         bar.close()
 
 
-def _save_chunk(chunk, decoded, out, options, text_enc, audio_enc, problems, failed) -> None:
+def _save_chunk(
+    chunk, decoded, out, options, text_enc, audio_enc, problems, failed,
+    dialogue: dict[str, DialogueText] | None = None,
+) -> None:  # fmt: skip
     """Encode a chunk's text (and neural audio) in batches, then write each good item; with
-    ``on_error="raise"`` the first bad item is raised after the good ones are saved."""
+    ``on_error="raise"`` the first bad item is raised after the good ones are saved.
+    ``dialogue`` (utterance id -> text with past turns) feeds a dialogue text encoder."""
     ok, bad = [], []
     for utt, dec in zip(chunk, decoded, strict=True):
         if dec.error is None:
@@ -362,7 +414,7 @@ def _save_chunk(chunk, decoded, out, options, text_enc, audio_enc, problems, fai
     if text_enc is not None:
         with_text = [u for u, _ in ok if u.text and u.text.strip()]
         if with_text:
-            vectors = text_enc.encode([u.text for u in with_text])
+            vectors = text_enc.encode([dialogue[u.id] if dialogue else u.text for u in with_text])
             texts = {u.id: v for u, v in zip(with_text, vectors, strict=True)}
     audios = {u.id: d.audio for u, d in ok if d.audio is not None}
     if audio_enc is not None and not audio_enc.in_worker and audios:

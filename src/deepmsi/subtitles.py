@@ -21,16 +21,19 @@ __all__ = ["Cue", "parse_subtitles", "read_subtitles"]
 _TIME = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2})(?:[,.](\d{1,3}))?$")
 _TAG = re.compile(r"<[^>]*>")  # <i>, </b>, <font ...>, <v Speaker>, <c.loud>, <00:01.000>
 _ASS = re.compile(r"\{\\[^}]*\}")  # {\an8}, {\i1}
+_VOICE = re.compile(r"<v(?:\.[^\s>]*)?\s+([^>]+)>")  # WebVTT voice span: <v Roger>, <v.loud Ann>
 _VTT_META = ("NOTE", "STYLE", "REGION")
 
 
 @dataclass(frozen=True)
 class Cue:
-    """One subtitle: a time span in seconds and its plain text (styling removed)."""
+    """One subtitle: a time span in seconds, its plain text (styling removed) and who speaks
+    (a WebVTT ``<v Name>`` voice tag; None when the cue does not say)."""
 
     start: float
     end: float
     text: str
+    speaker: str | None = None
 
 
 def read_subtitles(path: str | Path) -> list[Cue]:
@@ -127,7 +130,8 @@ def _cue(timing: str, line_no: int, text: list[str], source: str) -> Cue:
     end = _seconds(end_token, line_no, source)
     if end < start:
         raise DataError(source, f"line {line_no}: cue ends ({end_token}) before it starts")
-    return Cue(start, end, _clean(text))
+    voice = next((m.group(1).strip() for line in text for m in _VOICE.finditer(line)), None)
+    return Cue(start, end, _clean(text), voice or None)
 
 
 def _seconds(token: str, line_no: int, source: str) -> float:

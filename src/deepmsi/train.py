@@ -31,6 +31,8 @@ from deepmsi import checkpoint as ckpt
 from deepmsi.config import ModelConfig, check_field_types, coerce_fields
 from deepmsi.data.cache import FeatureCache
 from deepmsi.data.records import Utterance
+from deepmsi.dialogue import MODES as CONTEXT_MODES
+from deepmsi.dialogue import ContextResult, fit_context
 from deepmsi.errors import ConfigError, DataError
 from deepmsi.labels import LabelSet
 from deepmsi.metrics import Metrics, compute_metrics
@@ -52,6 +54,8 @@ class TrainConfig:
     after that many epochs without a better dev weighted F1 (0: never stop early).
     ``keep_checkpoints`` keeps only the newest N epoch checkpoints (0: all). ``threads`` sets
     torch's threads per process (0: torch's default); on a busy CPU, 1 is often the fastest.
+    ``context`` adds a dialogue-context head after the utterance model (see
+    :mod:`deepmsi.dialogue`): "online" reads past turns only, "offline" the whole dialogue.
     """
 
     epochs: int = 20
@@ -71,6 +75,7 @@ class TrainConfig:
     threads: int = 0
     keep_checkpoints: int = 2
     device: str = "auto"
+    context: str = "none"
 
     def __post_init__(self) -> None:
         check_field_types(self, "train config")
@@ -90,6 +95,7 @@ class TrainConfig:
             "threads": self.threads >= 0,
             "keep_checkpoints": self.keep_checkpoints >= 0,
             "device": self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda"),
+            "context": self.context in CONTEXT_MODES,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -352,11 +358,13 @@ def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
 # ---- prediction ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Predictions:
-    """Model outputs over a dataset, in dataset order: y_true [N], y_pred [N], probs [N, K]."""
+    """Model outputs over a dataset, in dataset order: y_true [N], y_pred [N], probs [N, K];
+    joint [N, M*P], the vectors the classifier read (only when asked for)."""
 
     y_true: np.ndarray
     y_pred: np.ndarray
     probs: np.ndarray
+    joint: np.ndarray | None = None
 
 
 @torch.no_grad()
@@ -368,9 +376,11 @@ def predict_dataset(
     device: torch.device | str = "cpu",
     info: DistInfo | None = None,
     progress: bool = False,
+    joint: bool = False,
 ) -> Predictions:
-    """Class probabilities for every item; under DDP each rank scores a strided shard and the
-    shards are gathered, so every rank returns the predictions of the whole dataset."""
+    """Class probabilities (and with ``joint`` the classifier's input vectors) for every item;
+    under DDP each rank scores a strided shard and the shards are gathered, so every rank
+    returns the predictions of the whole dataset."""
     from tqdm.auto import tqdm
 
     info = info or DistInfo()
@@ -384,23 +394,32 @@ def predict_dataset(
     )
     was_training = model.training
     model.eval()
-    index, probs = [], []
+    index, probs, vectors = [], [], []
     for batch in tqdm(loader, desc="eval", leave=False, disable=not progress, unit="batch"):
         out = model(**batch.model_inputs(device))
         probs.append(torch.softmax(out.logits.float(), dim=-1).cpu().numpy())
+        if joint:
+            vectors.append(out.joint.float().cpu().numpy())
         index.append(batch.index.numpy())
     model.train(was_training)
     k = dataset.config.num_classes
     idx = np.concatenate(index) if index else np.zeros(0, np.int64)
     p = np.concatenate(probs) if probs else np.zeros((0, k), np.float32)
+    v = np.concatenate(vectors) if vectors else None
     if info.active:
         gathered: list[Any] = [None] * info.world_size
-        dist.all_gather_object(gathered, (idx, p))
+        dist.all_gather_object(gathered, (idx, p, v))
         idx = np.concatenate([g[0] for g in gathered])
         p = np.concatenate([g[1] for g in gathered])
+        v = np.concatenate([g[2] for g in gathered if g[2] is not None]) if joint else None
     full = np.zeros((len(dataset), k), dtype=np.float32)
     full[idx] = p
-    return Predictions(dataset.targets.copy(), full.argmax(axis=1), full)
+    full_joint = None
+    if joint:
+        full_joint = np.zeros((len(dataset), 0 if v is None else v.shape[1]), dtype=np.float32)
+        if v is not None:
+            full_joint[idx] = v
+    return Predictions(dataset.targets.copy(), full.argmax(axis=1), full, full_joint)
 
 
 def evaluate_split(
@@ -420,7 +439,11 @@ def evaluate_split(
 # ---- the loop --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TrainResult:
-    """Outcome of a training run; ``best_dev`` is the dev-split report of the chosen epoch."""
+    """Outcome of a training run; ``best_dev`` is the dev-split report of the chosen epoch.
+
+    With a dialogue-context stage, ``context_epoch`` and ``context_dev`` are the head's chosen
+    epoch and its dev report (on rank 0 only; None elsewhere and without context).
+    """
 
     run_dir: Path
     best_epoch: int
@@ -429,6 +452,8 @@ class TrainResult:
     stopped_early: bool
     seconds_per_epoch: float
     history: list[dict]
+    context_epoch: int | None = None
+    context_dev: dict | None = None
 
 
 def _class_weights(targets: np.ndarray, k: int) -> torch.Tensor:
@@ -723,6 +748,10 @@ def _train(
                     "early stop: no better dev weighted F1 for %d epochs (best epoch %d)",
                     cfg.patience, state["best_epoch"],
                 )  # fmt: skip
+    context = None
+    if cfg.context != "none":
+        context = _context_stage(run_dir, model_config, cfg, train_ds, dev_ds, labels, weights,
+                                 device, info, state, progress)  # fmt: skip
     history = state["history"]
     return TrainResult(
         run_dir=run_dir,
@@ -732,7 +761,46 @@ def _train(
         stopped_early=state["stopped_early"],
         seconds_per_epoch=float(np.mean([h["seconds"] for h in history])) if history else 0.0,
         history=list(history),
+        context_epoch=None if context is None else context.best_epoch,
+        context_dev=None if context is None else context.best_dev,
     )
+
+
+def _context_stage(
+    run_dir: Path,
+    model_config: ModelConfig,
+    cfg: TrainConfig,
+    train_ds: FeatureDataset,
+    dev_ds: FeatureDataset,
+    labels: LabelSet,
+    weights: torch.Tensor | None,
+    device: torch.device,
+    info: DistInfo,
+    state: dict[str, Any],
+    progress: bool,
+) -> ContextResult | None:
+    """Fit and save the dialogue-context head on the best epoch's utterance vectors (all ranks
+    embed, rank 0 fits and saves; None on the other ranks)."""
+    if info.active:
+        dist.barrier()  # rank 0 has written best.safetensors
+    best = ckpt.build_model(model_config)
+    ckpt.load_weights(best, run_dir / ckpt.BEST_FILE)
+    best.to(device).eval()
+    result = fit_context(
+        best, train_ds, dev_ds, labels.names, mode=cfg.context, seed=cfg.seed,
+        batch_size=cfg.eval_batch_size, class_weights=weights, device=device, info=info,
+        progress=progress and info.is_main,
+    )  # fmt: skip
+    if result is None:  # not rank 0
+        return None
+    ckpt.save_context(run_dir, result.head, epoch=result.best_epoch,
+                      utterance_epoch=state["best_epoch"])  # fmt: skip
+    log.info(
+        "context head (%s): best epoch %d, dev acc %.2f wF1 %.2f (utterance model: wF1 %.2f)",
+        cfg.context, result.best_epoch, 100 * result.best_dev["accuracy"],
+        100 * result.best_dev["weighted_f1"], 100 * state["best_score"],
+    )  # fmt: skip
+    return result
 
 
 def _snapshot(state: dict, optimizer, scheduler, info: DistInfo) -> dict:

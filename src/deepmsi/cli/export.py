@@ -32,4 +32,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {result.path} (inputs: {', '.join(result.inputs)}; output: probabilities)")
     if result.max_abs_diff is not None:
         print(f"onnxruntime vs torch on {origin}: max |diff| = {result.max_abs_diff:.2e}")
+    if trained.context is not None:
+        print(f"note: the ONNX model is utterance-level; the run's {trained.context_mode} "
+              "dialogue-context head is not exported")  # fmt: skip
     return 0

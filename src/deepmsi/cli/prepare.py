@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from deepmsi.errors import ConfigError
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -21,6 +23,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--text-encoder", default="minilm", metavar="ID|PATH",
         help="Hugging Face id or local folder of a BERT-like model (default: the bundled MiniLM)",
     )  # fmt: skip
+    p.add_argument(
+        "--finetune-text", action="store_true",
+        help="first fine-tune --text-encoder on this dataset's train split, each utterance read "
+        "with its previous turns (epoch chosen on dev), into OUT/text-encoder (reused on a "
+        "re-run), then encode with it; the paper keeps the text encoder frozen",
+    )  # fmt: skip
+    p.add_argument("--text-past", type=int, metavar="N",
+                   help="with --finetune-text: previous turns read with each one (8)")  # fmt: skip
+    p.add_argument("--finetune-epochs", type=int, metavar="N",
+                   help="with --finetune-text: fine-tuning epochs (4)")  # fmt: skip
     p.add_argument(
         "--audio-encoder", default="spectral", metavar="spectral|ID|PATH",
         help="'spectral' (built-in speech descriptors, no weights needed; the default, since this "
@@ -40,8 +52,21 @@ def run(args: argparse.Namespace) -> int:
     from deepmsi.data import load_dataset
     from deepmsi.prepare import PrepareOptions, prepare
 
+    finetune = None
+    if args.finetune_text:
+        from deepmsi.finetune import FinetuneOptions
+
+        given = {"past": args.text_past, "epochs": args.finetune_epochs}
+        finetune = FinetuneOptions(
+            base=args.text_encoder,
+            progress=args.progress,
+            **{k: v for k, v in given.items() if v is not None},
+        )
+    elif args.text_past is not None or args.finetune_epochs is not None:
+        raise ConfigError("--text-past and --finetune-epochs only apply with --finetune-text")
     options = PrepareOptions(
         text_encoder=args.text_encoder,
+        finetune_text=finetune,
         audio_encoder=args.audio_encoder,
         frames=args.frames,
         image_size=args.image_size,

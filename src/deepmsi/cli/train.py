@@ -49,6 +49,13 @@ def add_config_options(p: argparse.ArgumentParser, *, modalities: bool = True) -
         "--class-weights", action="store_const", const=True,
         help="inverse-frequency class weights in the cross-entropy (off by default, as the paper)",
     )  # fmt: skip
+    g.add_argument(
+        "--context", choices=("none", "online", "offline"),
+        help="after the utterance model, fit a dialogue-context head over its vectors (default "
+        "none: the paper's utterance-level model). online: each turn reads past turns only, "
+        "usable live; offline: reads the whole dialogue, future turns included (needs the "
+        "complete dialogue before labelling)",
+    )  # fmt: skip
     g.add_argument("--device", help="auto (default), cpu or cuda[:N]")
     g.add_argument("--workers", type=int, help="data-loader worker processes (default 0)")
     g.add_argument(
@@ -83,6 +90,7 @@ def build_configs(args: argparse.Namespace, base: tuple[Any, Any] | None = None)
         "device": args.device,
         "num_workers": args.workers,
         "threads": args.threads,
+        "context": getattr(args, "context", None),
     }
     model_cfg = model_cfg.replace(**{k: v for k, v in model_over.items() if v is not None})
     train_cfg = train_cfg.replace(**{k: v for k, v in train_over.items() if v is not None})
@@ -148,5 +156,12 @@ def run(args: argparse.Namespace) -> int:
             f"weighted F1 {_pct(dev['weighted_f1'])}, macro F1 {_pct(dev['macro_f1'])} "
             f"({dev['utterances']} utterances)"
         )
+        if result.context_dev is not None:
+            ctx = result.context_dev
+            print(
+                f"dialogue context ({train_cfg.context}), epoch {result.context_epoch}: dev "
+                f"accuracy {_pct(ctx['accuracy'])}, weighted F1 {_pct(ctx['weighted_f1'])}, "
+                f"macro F1 {_pct(ctx['macro_f1'])}"
+            )
         print(f"run folder: {result.run_dir}  (score it: deepmsi evaluate --run {result.run_dir})")
     return 0

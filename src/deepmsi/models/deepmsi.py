@@ -27,11 +27,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class DeepMSIOutput:
     """logits [B, K]; embeddings name -> [B, P] projections (before L2-normalisation);
     present name -> BoolTensor[B], which samples really had the modality (after modality
-    dropout), so the loss can leave placeholders out of the contrastive term."""
+    dropout), so the loss can leave placeholders out of the contrastive term; joint [B, M*P],
+    the concatenated projections the classifier reads (the utterance vector a dialogue-context
+    head builds on)."""
 
     logits: torch.Tensor
     embeddings: dict[str, torch.Tensor]
     present: dict[str, torch.Tensor] = field(default_factory=dict)
+    joint: torch.Tensor | None = None
 
 
 class VideoEncoder(nn.Module):
@@ -151,8 +154,9 @@ class DeepMSI(nn.Module):
                 features["video"] = self._encode_video(frames, guidance, mask["video"], b)
 
         embeddings = {n: self.projections[n](features[n]) for n in self.names}
-        logits = self.classifier(torch.cat([embeddings[n] for n in self.names], dim=-1))
-        return DeepMSIOutput(logits=logits, embeddings=embeddings, present=mask)
+        joint = torch.cat([embeddings[n] for n in self.names], dim=-1)  # [B, M*P]
+        logits = self.classifier(joint)
+        return DeepMSIOutput(logits=logits, embeddings=embeddings, present=mask, joint=joint)
 
     # ---- helpers ------------------------------------------------------------------------------
     def _present(
