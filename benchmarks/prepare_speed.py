@@ -49,7 +49,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     from deepmsi.features.text import TextEncoder
-    from deepmsi.prepare import PrepareOptions, prepare
+    from deepmsi.preparation import PrepareOptions, prepare
 
     TextEncoder().encode(["warm up"])  # load the text model once, outside the timings
     rows = []

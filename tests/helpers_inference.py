@@ -31,9 +31,9 @@ def build_tiny_run(root: Path) -> TinyRun:
 
     from deepmsi.config import model_preset
     from deepmsi.data import load_dataset
-    from deepmsi.prepare import PrepareOptions, prepare
+    from deepmsi.preparation import PrepareOptions, prepare
     from deepmsi.synthetic import write_corpus
-    from deepmsi.train import FeatureStore, train, train_preset
+    from deepmsi.training import FeatureStore, train, train_preset
 
     torch.manual_seed(0)
     corpus = write_corpus(root / "corpus", seed=0, progress=False, **CORPUS)

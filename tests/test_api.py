@@ -23,6 +23,21 @@ def test_every_public_name_resolves(name):
     assert getattr(deepmsi, name) is not None
 
 
+def test_public_names_survive_importing_every_module():
+    """A submodule named like an export would replace it on the package once imported
+    (``deepmsi.prepare`` the module instead of the function); modules are named apart."""
+    code = (
+        "import importlib, pkgutil, deepmsi\n"
+        "for m in pkgutil.walk_packages(deepmsi.__path__, 'deepmsi.'):\n"
+        "    if m.name not in ('deepmsi.__main__', 'deepmsi.serve'):\n"
+        "        importlib.import_module(m.name)\n"
+        "import inspect\n"
+        "print([n for n in deepmsi._EXPORTS if inspect.ismodule(getattr(deepmsi, n))])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_unknown_names_are_attribute_errors():
     with pytest.raises(AttributeError, match="no attribute"):
         deepmsi.not_a_thing  # noqa: B018

@@ -15,9 +15,9 @@ from helpers_pipeline import make_cache
 
 from deepmsi.checkpoint import completed_epochs, load_run, read_metrics
 from deepmsi.data.cache import FeatureCache
-from deepmsi.evaluate import evaluate
+from deepmsi.evaluation import evaluate
 from deepmsi.metrics import compute_metrics
-from deepmsi.train import FeatureDataset, FeatureStore, predict_dataset
+from deepmsi.training import FeatureDataset, FeatureStore, predict_dataset
 
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available(), reason="torch.distributed not available"

@@ -17,9 +17,9 @@ from deepmsi.config import model_preset
 from deepmsi.data.cache import Features
 from deepmsi.dialogue import context_probabilities, group_dialogues
 from deepmsi.errors import ConfigError
-from deepmsi.evaluate import evaluate
+from deepmsi.evaluation import evaluate
 from deepmsi.subtitles import Cue
-from deepmsi.train import FeatureDataset, FeatureStore, TrainConfig, train, train_preset
+from deepmsi.training import FeatureDataset, FeatureStore, TrainConfig, train, train_preset
 
 MODES = ("online", "offline")
 

@@ -6,7 +6,6 @@ word vocabulary stands in for MiniLM."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import random
 import shutil
@@ -29,7 +28,7 @@ from deepmsi.features.text import (
 )
 from deepmsi.finetune import FinetuneOptions, finetune_text
 from deepmsi.labels import LabelSet
-from deepmsi.prepare import FINETUNED_TEXT, PrepareOptions, prepare
+from deepmsi.preparation import FINETUNED_TEXT, PrepareOptions, prepare
 
 WORDS = ["great", "awful", "the", "a", "is", "was", "day", "food", "it", "so", "very", "and"]
 SPEAKERS = ("ann", "bob")
@@ -258,8 +257,7 @@ class _Asked(Exception):
 
 def test_cli_prepare_finetune_options(monkeypatch, capsys):
     import deepmsi.data
-
-    prepare_mod = importlib.import_module("deepmsi.prepare")  # the module, not deepmsi.prepare()
+    import deepmsi.preparation as prepare_mod
 
     def fake_prepare(dataset, out, options):
         raise _Asked(options)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from deepmsi.config import ModelConfig
 from deepmsi.errors import ConfigError
-from deepmsi.train import FeatureStore, TrainConfig
+from deepmsi.training import FeatureStore, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +127,8 @@ def ablate(
     run folder trained with the same configs (it is scored, not retrained).
     """
     from deepmsi.checkpoint import load_run, read_metrics
-    from deepmsi.evaluate import score
-    from deepmsi.train import train
+    from deepmsi.evaluation import score
+    from deepmsi.training import train
 
     train_config = train_config or TrainConfig()
     store = cache if isinstance(cache, FeatureStore) else FeatureStore(cache)

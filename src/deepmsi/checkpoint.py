@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import torch
 
     from deepmsi.config import ModelConfig
-    from deepmsi.train import TrainConfig
+    from deepmsi.training import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
         from deepmsi.config import ModelConfig
-        from deepmsi.train import TrainConfig
+        from deepmsi.training import TrainConfig
 
         cache = d.get("cache") or {}
         return cls(

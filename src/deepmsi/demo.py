@@ -38,7 +38,7 @@ class DemoResult:
 
     out: Path
     run_dir: Path
-    report: Any  # deepmsi.evaluate.Report
+    report: Any  # deepmsi.evaluation.Report
     ablation: Any  # deepmsi.ablation.AblationResult
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -72,10 +72,10 @@ def run_demo(
     from deepmsi.ablation import Variant, ablate
     from deepmsi.config import model_preset
     from deepmsi.data import load_dataset
-    from deepmsi.evaluate import evaluate
-    from deepmsi.prepare import PrepareOptions, prepare
+    from deepmsi.evaluation import evaluate
+    from deepmsi.preparation import PrepareOptions, prepare
     from deepmsi.synthetic import write_corpus
-    from deepmsi.train import FeatureStore, train, train_preset
+    from deepmsi.training import FeatureStore, train, train_preset
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

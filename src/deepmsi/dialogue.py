@@ -31,7 +31,7 @@ from deepmsi.metrics import compute_metrics
 from deepmsi.models.context import ContextConfig, DialogueContext, pad_dialogues, speaker_indices
 
 if TYPE_CHECKING:
-    from deepmsi.train import DistInfo, FeatureDataset
+    from deepmsi.training import DistInfo, FeatureDataset
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ def fit_context(
     Under DDP every rank embeds a shard (gathered, as in ``predict_dataset``) and only rank 0
     fits the head; the other ranks return None.
     """
-    from deepmsi.train import predict_dataset
+    from deepmsi.training import predict_dataset
 
     parts = []
     for ds in (train_ds, dev_ds):
@@ -241,7 +241,7 @@ def context_probabilities(
 ) -> np.ndarray:
     """Probabilities [N, K] of a ``FeatureDataset``'s records, each dialogue (made of those
     records only) read by ``head`` over the utterance model's joint vectors."""
-    from deepmsi.train import predict_dataset
+    from deepmsi.training import predict_dataset
 
     pred = predict_dataset(model, dataset, batch_size=batch_size, device=device,
                            progress=progress, joint=True)  # fmt: skip

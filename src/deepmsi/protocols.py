@@ -21,8 +21,8 @@ import numpy as np
 
 from deepmsi.config import ModelConfig
 from deepmsi.errors import ConfigError
-from deepmsi.evaluate import Report, score
-from deepmsi.train import FeatureStore, TrainConfig, TrainResult, train
+from deepmsi.evaluation import Report, score
+from deepmsi.training import FeatureStore, TrainConfig, TrainResult, train
 
 log = logging.getLogger(__name__)
 

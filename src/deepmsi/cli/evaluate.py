@@ -32,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from deepmsi.checkpoint import load_run
-    from deepmsi.evaluate import evaluate
+    from deepmsi.evaluation import evaluate
 
     checkpoint = int(args.checkpoint) if args.checkpoint.isdigit() else args.checkpoint
     trained = load_run(args.run, checkpoint=checkpoint)

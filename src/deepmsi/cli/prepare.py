@@ -50,7 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from deepmsi.data import load_dataset
-    from deepmsi.prepare import PrepareOptions, prepare
+    from deepmsi.preparation import PrepareOptions, prepare
 
     finetune = None
     if args.finetune_text:

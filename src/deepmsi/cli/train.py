@@ -68,7 +68,7 @@ def add_config_options(p: argparse.ArgumentParser, *, modalities: bool = True) -
 def build_configs(args: argparse.Namespace, base: tuple[Any, Any] | None = None) -> tuple[Any, Any]:
     """(ModelConfig, TrainConfig): the preset (or ``base``) with the options given applied."""
     from deepmsi.config import model_preset
-    from deepmsi.train import train_preset
+    from deepmsi.training import train_preset
 
     if base is None:
         model_cfg, train_cfg = model_preset(args.preset), train_preset(args.preset)
@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {args.out}/protocol.json (per-fold reports in fold_XX/eval/)")
         return 0
 
-    from deepmsi.train import train
+    from deepmsi.training import train
 
     if not args.cache.exists():
         raise ConfigError(f"{args.cache}: no such feature cache")

@@ -80,7 +80,7 @@ def write_json(path: Path, data: dict) -> None:
 
 
 class FeatureCache:
-    """A cache folder written by ``deepmsi.prepare``; read-only use: ``records`` and ``load``."""
+    """A cache folder written by ``deepmsi.prepare()``; read-only use: ``records`` and ``load``."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)

@@ -4,7 +4,7 @@ Per utterance: a text feature (frozen BERT-like encoder), an audio feature (spec
 or a frozen wav2vec2-style model) and F face crops (uint8). Decoding and face cropping run in
 worker processes; text (and any neural audio encoder) run batched in the main process.
 
-    from deepmsi.prepare import PrepareOptions, prepare
+    from deepmsi.preparation import PrepareOptions, prepare
     prepare("meld:data/MELD", "cache/meld", PrepareOptions(frames=8, image_size=96, workers=2))
 
 Resumable: a re-run skips every utterance already cached, and a kill leaves no half-written

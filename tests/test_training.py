@@ -13,13 +13,13 @@ from sklearn.metrics import f1_score
 
 import deepmsi.checkpoint as ckpt
 import deepmsi.protocols as protocols
-import deepmsi.train as train_mod
+import deepmsi.training as train_mod
 from deepmsi.checkpoint import load_run, read_metrics
 from deepmsi.config import model_preset
 from deepmsi.errors import ConfigError
-from deepmsi.evaluate import evaluate, map_labels, read_label_map
+from deepmsi.evaluation import evaluate, map_labels, read_label_map
 from deepmsi.labels import MELD7
-from deepmsi.train import TrainConfig, train, train_preset
+from deepmsi.training import TrainConfig, train, train_preset
 
 
 @pytest.fixture(scope="module")

@@ -236,7 +236,7 @@ def score(
     batch_size: int = 64,
     progress: bool = False,
 ) -> Report:
-    """Score ``records`` of a feature store (``deepmsi.train.FeatureStore``) with ``run``.
+    """Score ``records`` of a feature store (``deepmsi.training.FeatureStore``) with ``run``.
 
     A run with a dialogue-context head reads each dialogue made of ``records`` alone, so no
     other split's turns reach a prediction.
@@ -244,7 +244,7 @@ def score(
     import torch
 
     from deepmsi.dialogue import context_probabilities
-    from deepmsi.train import FeatureDataset, predict_dataset
+    from deepmsi.training import FeatureDataset, predict_dataset
 
     kept, targets, left_out = map_labels(records, run.labels, label_map)
     if left_out:
@@ -270,7 +270,7 @@ def score(
 def prepare_for_run(run: Run, dataset: Dataset | str, cache_dir: str | Path):
     """Prepare a dataset with the encoders and options recorded in the run's cache manifest."""
     from deepmsi.data.cache import FeatureCache
-    from deepmsi.prepare import PrepareOptions, prepare
+    from deepmsi.preparation import PrepareOptions, prepare
 
     if isinstance(dataset, str):
         from deepmsi.data import load_dataset
@@ -301,7 +301,7 @@ def evaluate(
     labels onto the run's label set.
     """
     from deepmsi.data.cache import FeatureCache
-    from deepmsi.train import FeatureStore
+    from deepmsi.training import FeatureStore
 
     if not isinstance(run, Run):
         run = load_run(run)
