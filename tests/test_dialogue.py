@@ -114,10 +114,11 @@ def test_training_with_context_writes_a_head_and_evaluate_uses_it(runs, cache, t
     assert (run_dir / ckpt.CONTEXT_FILE).is_file() and (
         run_dir / ckpt.CONTEXT_CONFIG_FILE
     ).is_file()
-    saved = json.loads((run_dir / ckpt.CONTEXT_CONFIG_FILE).read_text())["context"]
-    assert saved["causal"] is True
+    saved = json.loads((run_dir / ckpt.CONTEXT_CONFIG_FILE).read_text())
+    assert saved["context"]["causal"] is True
     assert read_config(run_dir).train_config.context == "online"
     assert 1 <= result.context_epoch <= 40 and 0 <= result.context_dev["weighted_f1"] <= 1
+    assert saved["epoch"] == result.context_epoch and saved["dev"] == result.context_dev
     run = load_run(run_dir)
     assert run.context is not None and run.context_mode == "online"
 

@@ -208,14 +208,28 @@ def load_state(run_dir: Path, epoch: int) -> dict[str, Any]:
         raise DataError(path, f"cannot read training state: {err}") from None
 
 
-def save_context(run_dir: Path, head: torch.nn.Module, *, epoch: int, utterance_epoch: int) -> None:
-    """The head's ContextConfig (JSON) then its weights, each atomically; the weights record the
-    head's epoch and the utterance-model epoch whose vectors it was fitted on."""
+def save_context(
+    run_dir: Path,
+    head: torch.nn.Module,
+    *,
+    epoch: int,
+    utterance_epoch: int,
+    dev: dict[str, Any] | None = None,
+) -> None:
+    """The head's ContextConfig (JSON, with its epoch and dev report for people and scripts)
+    then its weights, each atomically; the weights record the head's epoch and the
+    utterance-model epoch whose vectors it was fitted on."""
     import dataclasses
 
     from safetensors.torch import save_model
 
-    data = {"format": FORMAT_VERSION, "context": dataclasses.asdict(head.cfg)}
+    data = {
+        "format": FORMAT_VERSION,
+        "context": dataclasses.asdict(head.cfg),
+        "epoch": epoch,
+        "utterance_epoch": utterance_epoch,
+        "dev": dev,
+    }
     atomic_write_text(run_dir / CONTEXT_CONFIG_FILE, json.dumps(data, indent=2) + "\n")
     meta = {"epoch": str(epoch), "utterance_epoch": str(utterance_epoch)}
     with atomic_path(run_dir / CONTEXT_FILE) as tmp:

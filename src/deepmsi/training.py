@@ -794,7 +794,7 @@ def _context_stage(
     if result is None:  # not rank 0
         return None
     ckpt.save_context(run_dir, result.head, epoch=result.best_epoch,
-                      utterance_epoch=state["best_epoch"])  # fmt: skip
+                      utterance_epoch=state["best_epoch"], dev=result.best_dev)  # fmt: skip
     log.info(
         "context head (%s): best epoch %d, dev acc %.2f wF1 %.2f (utterance model: wF1 %.2f)",
         cfg.context, result.best_epoch, 100 * result.best_dev["accuracy"],
