@@ -266,20 +266,23 @@ def test_cli_prepare_finetune_options(monkeypatch, capsys):
     monkeypatch.setattr(prepare_mod, "prepare", fake_prepare)
     args = ["prepare", "--dataset", "meld:x", "--out", "c", "--text-encoder", "some/bert"]
     with pytest.raises(_Asked) as asked:
-        main([*args, "--finetune-text", "--text-past", "3", "--finetune-epochs", "2"])
+        main([*args, "--finetune-text", "--text-past", "3", "--finetune-epochs", "2",
+              "--finetune-frozen-layers", "1"])  # fmt: skip
     tune = asked.value.args[0].finetune_text
-    assert (tune.base, tune.past, tune.epochs) == ("some/bert", 3, 2)
+    assert (tune.base, tune.past, tune.epochs, tune.frozen_layers) == ("some/bert", 3, 2, 1)
     with pytest.raises(_Asked) as asked:
         main(args)
     assert asked.value.args[0].finetune_text is None
     assert main([*args, "--text-past", "3"]) == 2
+    assert "only apply with --finetune-text" in capsys.readouterr().err
+    assert main([*args, "--finetune-frozen-layers", "1"]) == 2
     assert "only apply with --finetune-text" in capsys.readouterr().err
     assert main([*args, "--finetune-text", "--finetune-epochs", "0"]) == 2
     assert "epochs must be an integer >= 1" in capsys.readouterr().err
 
 
 def test_cli_prepare_finetune_text_end_to_end(tmp_path, capsys):
-    """MELD CSVs (text only) -> fine-tune with the CLI defaults (4 frozen layers, so a 5-layer
+    """MELD CSVs (text only) -> fine-tune with the CLI defaults (2 frozen layers, so a 3-layer
     encoder) -> a cache whose features read 2 past turns."""
     from helpers_data import write_meld_csv
 
@@ -288,7 +291,7 @@ def test_cli_prepare_finetune_text_end_to_end(tmp_path, capsys):
         rows = [(u.dialogue_id[len(split):], u.turn, u.speaker, u.label, u.text)
                 for u in ds.split(split)]  # fmt: skip
         write_meld_csv(tmp_path / "meld" / f"{split}_sent_emo.csv", rows)
-    base = _tiny_bert(tmp_path / "bert", layers=5)
+    base = _tiny_bert(tmp_path / "bert", layers=3)
     out = tmp_path / "cache"
     args = ["prepare", "--dataset", f"meld:{tmp_path / 'meld'}", "--out", str(out),
             "--text-encoder", str(base), "--modalities", "t", "--workers", "1", "--no-progress",
@@ -297,7 +300,7 @@ def test_cli_prepare_finetune_text_end_to_end(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["prepared"] == len(ds.utterances) and not summary["problems"]
     spec = json.loads((out / FINETUNED_TEXT / FINETUNED_CONFIG).read_text())
-    assert spec["past"] == 2 and spec["options"]["frozen_layers"] == 4
+    assert spec["past"] == 2 and spec["options"]["frozen_layers"] == 2
     assert json.loads((out / "manifest.json").read_text())["text_encoder"]["past"] == 2
 
 

@@ -63,7 +63,7 @@ class FinetuneOptions:
     base: str = DEFAULT_TEXT_ENCODER
     past: int = 8
     max_len: int = 128
-    frozen_layers: int = 4
+    frozen_layers: int = 2
     epochs: int = 4
     lr: float = 5e-5
     batch_size: int = 32

@@ -33,6 +33,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="with --finetune-text: previous turns read with each one (8)")  # fmt: skip
     p.add_argument("--finetune-epochs", type=int, metavar="N",
                    help="with --finetune-text: fine-tuning epochs (4)")  # fmt: skip
+    p.add_argument("--finetune-frozen-layers", type=int, metavar="N",
+                   help="with --finetune-text: bottom encoder layers kept frozen (2; fewer learn "
+                   "more and cost more per epoch)")  # fmt: skip
     p.add_argument(
         "--audio-encoder", default="spectral", metavar="spectral|ID|PATH",
         help="'spectral' (built-in speech descriptors, no weights needed; the default, since this "
@@ -56,14 +59,20 @@ def run(args: argparse.Namespace) -> int:
     if args.finetune_text:
         from deepmsi.finetune import FinetuneOptions
 
-        given = {"past": args.text_past, "epochs": args.finetune_epochs}
+        given = {
+            "past": args.text_past,
+            "epochs": args.finetune_epochs,
+            "frozen_layers": args.finetune_frozen_layers,
+        }
         finetune = FinetuneOptions(
             base=args.text_encoder,
             progress=args.progress,
             **{k: v for k, v in given.items() if v is not None},
         )
-    elif args.text_past is not None or args.finetune_epochs is not None:
-        raise ConfigError("--text-past and --finetune-epochs only apply with --finetune-text")
+    elif any(v is not None for v in (args.text_past, args.finetune_epochs,
+                                     args.finetune_frozen_layers)):  # fmt: skip
+        raise ConfigError("--text-past, --finetune-epochs and --finetune-frozen-layers only apply "
+                          "with --finetune-text")  # fmt: skip
     options = PrepareOptions(
         text_encoder=args.text_encoder,
         finetune_text=finetune,
