@@ -255,12 +255,42 @@ def record_rows(args: argparse.Namespace, seeds: list[int], per_seed: list[dict]
         f"{mode}; {len(seeds)} seeds (epochs {epochs} chosen on dev), probabilities averaged; "
         f"ensemble dev wF1 {dev['weighted_f1']:.2f}"
     )
+    commands = []
+    for tag in args.features.split("+"):
+        entry = finetune_entry(tag)
+        if entry is None:
+            continue
+        commands.append(finetune_command(entry))
+        note += (
+            f". {tag}: {entry['frozen_layers']} of 6 layers frozen, {entry['past']} past turns, "
+            f"lr {entry['lr']}, {entry['epochs']} epochs, epoch {entry['best_epoch']} chosen on "
+            f"dev (wF1 {entry['dev']['weighted_f1']:.2f}); its own head alone: test wF1 "
+            f"{entry['test']['weighted_f1']:.2f}"
+        )
+    command = " && ".join([*commands, results.command_line()])
     name = f"text_erc.{args.corpus}.{args.features}-{args.mode}-{args.kind}"
     results.record(
-        results.Row(f"{name}.{metric}", dataset, "t", metric, test[metric],
-                    results.command_line(), note=note)
+        results.Row(f"{name}.{metric}", dataset, "t", metric, test[metric], command, note=note)
         for metric in ("weighted_f1", "accuracy")
-    )  # fmt: skip
+    )
+
+
+def finetune_entry(tag: str) -> dict | None:
+    """The newest ``finetune`` record of ``tag`` in runs.jsonl (None: not a fine-tune tag)."""
+    path = ARTIFACTS / "runs.jsonl"
+    entries = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    found = [e for e in entries if e["stage"] == "finetune" and e["tag"] == tag]
+    return found[-1] if found else None
+
+
+def finetune_command(entry: dict) -> str:
+    """The command that made a fine-tune record (its options are all in the record)."""
+    return (
+        f"nice -n 5 .venv/bin/python benchmarks/text_erc.py finetune --corpus {entry['corpus']} "
+        f"--past {entry['past']} --max-len {entry['max_len']} --frozen-layers "
+        f"{entry['frozen_layers']} --lr {entry['lr']} --epochs {entry['epochs']} --batch-size "
+        f"{entry['batch_size']} --seed {entry['seed']} --tag {entry['tag']}"
+    )
 
 
 def main() -> None:
