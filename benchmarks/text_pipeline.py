@@ -158,9 +158,14 @@ def main() -> None:
             name = f"text_pipeline.{corpus}"
             if args.finetuned or args.context != "none":
                 name += f".{args.finetuned or 'frozen'}-{args.context}"
+            command = command_line()
+            if args.finetuned:  # the encoder folder comes from this fine-tune run
+                from text_erc import finetune_command, finetune_entry
+
+                command = f"{finetune_command(finetune_entry(args.finetuned))} && {command}"
             for metric in ("weighted_f1", "accuracy"):
                 rows.append(Row(f"{name}.{metric}", dataset, "t", metric,
-                                test[metric], command_line(), note=note))  # fmt: skip
+                                test[metric], command, note=note))  # fmt: skip
     print("\n".join(lines))
     if rows:
         record(rows)
