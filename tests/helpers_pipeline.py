@@ -50,16 +50,20 @@ def make_cache(path: Path, *, n: int = 80, seed: int = 0) -> Path:
         )
         write_item(path / ITEMS / f"{item_key(utt.id)}.npz", features)
         records.append(utt)
+    return _write_index(path, "toy", records, frames=FRAMES, image_size=SIZE)
+
+
+def _write_index(path: Path, dataset: str, records: list[Utterance], **manifest) -> Path:
+    """The manifest (toy text and audio encoders, plus ``manifest``) and the utterance table."""
     write_json(
         path / MANIFEST,
         {
             "format": 1,
-            "dataset": "toy",
+            "dataset": dataset,
             "labels": LABELS.to_dict(),
             "text_encoder": {"name": "toy-text", "version": "1", "dim": TEXT_DIM},
             "audio_encoder": {"name": "toy-audio", "version": "1", "dim": AUDIO_DIM},
-            "frames": FRAMES,
-            "image_size": SIZE,
+            **manifest,
             "sample_rate": 16000,
         },
     )
@@ -87,16 +91,4 @@ def make_dialogue_cache(path: Path, *, dialogues: int = 40, turns: int = 6, seed
             features = Features(text.astype(np.float32), audio.astype(np.float32), None, faces=0)
             write_item(path / ITEMS / f"{item_key(utt.id)}.npz", features)
             records.append(utt)
-    write_json(
-        path / MANIFEST,
-        {
-            "format": 1,
-            "dataset": "toy-dialogue",
-            "labels": LABELS.to_dict(),
-            "text_encoder": {"name": "toy-text", "version": "1", "dim": TEXT_DIM},
-            "audio_encoder": {"name": "toy-audio", "version": "1", "dim": AUDIO_DIM},
-            "sample_rate": 16000,
-        },
-    )
-    write_jsonl(path / UTTERANCES, [record_to_dict(r) for r in records])
-    return path
+    return _write_index(path, "toy-dialogue", records)
