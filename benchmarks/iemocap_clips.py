@@ -71,11 +71,12 @@ def face_counts() -> tuple[int, int, int]:
 
 
 def run_fold(store, modalities: str, test_speaker: str, epochs: int) -> FoldScore:
-    from deepmsi.checkpoint import load_run
+    from deepmsi.runs.folder import load_run
     from deepmsi.config import model_preset
-    from deepmsi.evaluation import score
-    from deepmsi.protocols import inner_split
-    from deepmsi.training import train, train_preset
+    from deepmsi.evaluation.scoring import score
+    from deepmsi.evaluation.protocols import inner_split
+    from deepmsi.config import train_preset
+    from deepmsi.training.loop import train
 
     records = store.records()
     rest = [r for r in records if r.speaker != test_speaker]
@@ -117,7 +118,7 @@ def main() -> None:
           f"{summary['seconds']:.1f} s ({summary['per_second']:.2f} clips/s); faces in "
           f"{faces}/{frames} frames, {clips_with_face} clips with a face")  # fmt: skip
 
-    from deepmsi.training import FeatureStore
+    from deepmsi.data.dataset import FeatureStore
 
     store = FeatureStore(CACHE)
     speakers = sorted({r.speaker for r in store.records()})

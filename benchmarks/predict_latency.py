@@ -40,7 +40,7 @@ def _real_clip() -> tuple[Path, str] | None:
 
 def _synthetic_clip(folder: Path) -> tuple[Path, str]:
     """A synthetic clip of about 5 s (the corpus writer draws lengths of x0.8..x1.25)."""
-    from deepmsi.synthetic import write_corpus
+    from deepmsi.demo.synthetic import write_corpus
 
     root = write_corpus(folder / "corpus", dialogues=3, utterances_per_dialogue=1,
                         splits=(1, 1, 1), seconds=5.0, progress=False)  # fmt: skip
@@ -48,7 +48,7 @@ def _synthetic_clip(folder: Path) -> tuple[Path, str]:
 
 
 def measure(run: Path, repeats: int, contributions: bool) -> dict:
-    from deepmsi.inference import Predictor
+    from deepmsi.inference.predictor import Predictor
 
     with tempfile.TemporaryDirectory() as tmp:
         found = _real_clip()

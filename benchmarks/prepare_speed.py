@@ -30,7 +30,7 @@ def _dataset(limit: int, tmp: Path):
     if CLIPS.is_dir():
         dataset, source = load_dataset(f"folder:{CLIPS}"), "iemocap-clips (real)"
     else:
-        from deepmsi.synthetic import write_corpus
+        from deepmsi.demo.synthetic import write_corpus
 
         corpus = write_corpus(tmp / "corpus", dialogues=20, progress=False)
         dataset, source = load_dataset(f"meld:{corpus}"), "synthetic corpus"
@@ -49,7 +49,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     from deepmsi.features.text import TextEncoder
-    from deepmsi.preparation import PrepareOptions, prepare
+    from deepmsi.features.preparation import PrepareOptions, prepare
 
     TextEncoder().encode(["warm up"])  # load the text model once, outside the timings
     rows = []

@@ -10,8 +10,8 @@ Models, all on the same folds:
 
 - ``logreg``: standardised features + logistic regression, C chosen on dev (the baseline).
 - ``deepmsi``: the deepmsi model itself (``--preset cpu``, audio only) through
-  ``deepmsi.training.train`` with ``train_ids``/``dev_ids``, scored with
-  ``deepmsi.evaluation.score``
+  ``deepmsi.training.loop.train`` with ``train_ids``/``dev_ids``, scored with
+  ``deepmsi.evaluation.scoring.score``
   (the model standardises its inputs with the training actors' statistics itself).
 - ``svm``: standardised features + RBF SVM, C and gamma chosen on dev.
 - ``*_spknorm`` (logreg, svm, deepmsi): features z-normalised per speaker over all of that
@@ -156,7 +156,7 @@ def replaced_audio_store(ids: list[str], x: np.ndarray):
     """A FeatureStore of the cache whose audio vectors are the rows of ``x`` (ids order)."""
     import dataclasses
 
-    from deepmsi.training import FeatureStore
+    from deepmsi.data.dataset import FeatureStore
 
     rows = {i: x[k].astype(np.float32) for k, i in enumerate(ids)}
 
@@ -169,10 +169,12 @@ def replaced_audio_store(ids: list[str], x: np.ndarray):
 
 def deepmsi_fold(data: Data, x: np.ndarray | None, fold_idx: int, tr, dv, te, tag: str):
     """Train the cpu-preset model on audio (epoch chosen on dev), score test once (percent)."""
-    from deepmsi.checkpoint import load_run
+    from deepmsi.runs.folder import load_run
     from deepmsi.config import model_preset
-    from deepmsi.evaluation import score
-    from deepmsi.training import FeatureStore, train, train_preset
+    from deepmsi.evaluation.scoring import score
+    from deepmsi.config import train_preset
+    from deepmsi.data.dataset import FeatureStore
+    from deepmsi.training.loop import train
 
     store = FeatureStore(CACHE) if x is None else replaced_audio_store(data.ids, x)
     run_dir = WORK / "runs" / f"ravdess_{tag}_fold{fold_idx}"

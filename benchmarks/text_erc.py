@@ -4,7 +4,7 @@ Two stages, each cached under artifacts/text_erc/ so nothing is recomputed:
 
 1. ``finetune``: fine-tune MiniLM on "speaker: utterance [SEP] previous turns (newest first)",
    mean-pooling the target utterance's tokens; the epoch is chosen on dev. The recipe is the
-   library's :func:`deepmsi.finetune.finetune_text` (what ``deepmsi prepare
+   library's :func:`deepmsi.features.finetune.finetune_text` (what ``deepmsi prepare
    --finetune-text`` runs); the chosen encoder is saved as a model folder ``<tag>/`` and its
    pooled embeddings [N, 384] and logits for every utterance as ``<tag>.npz``.
 2. ``context``: a :class:`deepmsi.models.context.DialogueContext` over those embeddings (or the
@@ -71,9 +71,9 @@ def corpus_dataset(corpus: Corpus) -> Dataset:
 
 
 def finetune(args: argparse.Namespace) -> None:
-    """:func:`deepmsi.finetune.finetune_text` on the corpus; the encoder folder goes to
+    """:func:`deepmsi.features.finetune.finetune_text` on the corpus; the encoder folder goes to
     ``<tag>/`` and every utterance's pooled vector and logits to ``<tag>.npz``."""
-    from deepmsi.finetune import FinetuneOptions, finetune_text
+    from deepmsi.features.finetune import FinetuneOptions, finetune_text
 
     corpus = load_corpus(args.corpus)
     dataset = corpus_dataset(corpus)

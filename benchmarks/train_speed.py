@@ -3,7 +3,7 @@
 The full text + audio + video model of ``model_preset("cpu")`` (7 MELD classes, text 384-d, audio
 the width of ``SpectralEncoder``) is trained on random in-memory batches of the real shapes:
 text [B, 384], audio [B, D_a], frames [B, F, 3, S, S] in [0, 1] (the preset's 8 frames of 96 px),
-labels [B]. One step is what ``deepmsi.training`` does per batch: forward (train mode, so modality
+labels [B]. One step is what ``deepmsi.training.loop`` does per batch: forward (train mode, so modality
 dropout and dropout are active), ``DeepMSILoss`` (cross-entropy + cross-modal SupCon), backward,
 gradient clipping and an AdamW step, with the ``cpu`` training preset's batch size, learning rate,
 weight decay, clip and loss weights. The VSC-on and VSC-off models are stepped alternately (ABBA
@@ -14,7 +14,7 @@ when ``--max-minutes`` runs out first); median, mean and min wall seconds per st
 CPU seconds per step, steps/s, and the epoch time EXTRAPOLATED from those steps to a MELD-sized
 training split (``--utterances`` 10,000: ceil(10,000 / B) steps at the mean step time). Not in it:
 reading the feature cache and collating (the in-memory batches are ready-made) and the learning
-rate scheduler (negligible). The dev pass that ``deepmsi.training`` runs after each epoch is
+rate scheduler (negligible). The dev pass that ``deepmsi.training.loop`` runs after each epoch is
 estimated separately from ``--eval-batches`` timed eval-mode batches of 64, extrapolated to
 ``--dev-utterances`` (MELD dev: 1,109).
 
@@ -127,7 +127,7 @@ class _Trainer:
 def measure(args: argparse.Namespace) -> dict:
     import torch
 
-    from deepmsi.training import train_preset
+    from deepmsi.config import train_preset
 
     train_cfg = train_preset("cpu", batch_size=args.batch)
     cfgs = {mode: _config(mode == "on", {}) for mode in MODES}

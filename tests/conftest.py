@@ -29,6 +29,6 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="session")
 def predictor(tiny):
     """A warm ``Predictor`` of the tiny run."""
-    from deepmsi.inference import Predictor
+    from deepmsi.inference.predictor import Predictor
 
     return Predictor.from_run(tiny.run_dir)

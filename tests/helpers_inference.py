@@ -31,9 +31,11 @@ def build_tiny_run(root: Path) -> TinyRun:
 
     from deepmsi.config import model_preset
     from deepmsi.data import load_dataset
-    from deepmsi.preparation import PrepareOptions, prepare
-    from deepmsi.synthetic import write_corpus
-    from deepmsi.training import FeatureStore, train, train_preset
+    from deepmsi.features.preparation import PrepareOptions, prepare
+    from deepmsi.demo.synthetic import write_corpus
+    from deepmsi.config import train_preset
+    from deepmsi.data.dataset import FeatureStore
+    from deepmsi.training.loop import train
 
     torch.manual_seed(0)
     corpus = write_corpus(root / "corpus", seed=0, progress=False, **CORPUS)

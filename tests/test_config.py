@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from deepmsi.config import PRESETS, ModelConfig, model_preset
+from deepmsi.config import MODEL_PRESETS as PRESETS, ModelConfig, model_preset
 from deepmsi.errors import ConfigError
 
 

@@ -13,11 +13,12 @@ import pytest
 import torch
 from helpers_pipeline import make_cache
 
-from deepmsi.checkpoint import completed_epochs, load_run, read_metrics
+from deepmsi.runs.folder import completed_epochs, load_run, read_metrics
 from deepmsi.data.cache import FeatureCache
-from deepmsi.evaluation import evaluate
+from deepmsi.evaluation.scoring import evaluate
 from deepmsi.metrics import compute_metrics
-from deepmsi.training import FeatureDataset, FeatureStore, predict_dataset
+from deepmsi.data.dataset import FeatureDataset, FeatureStore
+from deepmsi.runs.predict import predict_dataset
 
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available(), reason="torch.distributed not available"

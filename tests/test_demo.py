@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from deepmsi.demo import ABLATION, run_demo
+from deepmsi.demo.demo import ABLATION, run_demo
 
 SMALL = {"dialogues": 4, "utterances_per_dialogue": 7, "seconds": 0.8, "fps": 6, "size": 64,
          "splits": (2, 1, 1)}  # fmt: skip
@@ -25,7 +25,7 @@ def test_demo_runs_every_stage(tmp_path):
     assert report["utterances"] == result.report.utterances > 0
     assert isinstance(result.multimodal_wins, bool)
 
-    from deepmsi.inference import Predictor
+    from deepmsi.inference.predictor import Predictor
 
     clip = sorted((out / "corpus" / "output_repeated_splits_test").glob("*.mp4"))[0]
     prediction = Predictor.from_run(result.run_dir).predict(clip, text="I am so happy")

@@ -11,15 +11,17 @@ import pytest
 import torch
 from helpers_pipeline import make_cache, make_dialogue_cache
 
-import deepmsi.checkpoint as ckpt
-from deepmsi.checkpoint import load_run, read_config
+import deepmsi.runs.folder as ckpt
+from deepmsi.runs.folder import load_run, read_config
 from deepmsi.config import model_preset
 from deepmsi.data.cache import Features
-from deepmsi.dialogue import context_probabilities, group_dialogues
+from deepmsi.runs.predict import context_probabilities, group_dialogues
 from deepmsi.errors import ConfigError
-from deepmsi.evaluation import evaluate
-from deepmsi.subtitles import Cue
-from deepmsi.training import FeatureDataset, FeatureStore, TrainConfig, train, train_preset
+from deepmsi.evaluation.scoring import evaluate
+from deepmsi.data.subtitles import Cue
+from deepmsi.config import TrainConfig, train_preset
+from deepmsi.data.dataset import FeatureDataset, FeatureStore
+from deepmsi.training.loop import train
 
 MODES = ("online", "offline")
 
@@ -211,7 +213,7 @@ def test_resume_after_a_crash_in_the_context_stage(runs, cache, tmp_path, monkey
 @pytest.fixture(scope="module")
 def context_predictor(tiny, tmp_path_factory):
     """A Predictor of an online-context run trained on the tiny run's cache."""
-    from deepmsi.inference import Predictor
+    from deepmsi.inference.predictor import Predictor
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("ctx_run") / "run"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepmsi.export import export_onnx, onnx_inputs, run_onnx, torch_probabilities
+from deepmsi.inference.export import export_onnx, onnx_inputs, run_onnx, torch_probabilities
 
 TOL = 1e-4
 
@@ -20,7 +20,7 @@ def exported(predictor, tmp_path_factory):
 def _features(predictor, clips, texts):
     """Features of real clips through the run's own encoders: text, audio [N, D], frames
     [N, F, S, S, 3] uint8."""
-    from deepmsi.inference import _Span
+    from deepmsi.inference.predictor import _Span
 
     xs = [predictor._encode(c, [_Span(None, None, t)]) for c, t in zip(clips, texts, strict=True)]
     return (np.concatenate([x.text for x in xs]), np.concatenate([x.audio for x in xs]),

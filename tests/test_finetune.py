@@ -1,4 +1,4 @@
-"""Text-encoder fine-tuning with past turns (``deepmsi.finetune``, ``prepare --finetune-text``):
+"""Text-encoder fine-tuning with past turns (``deepmsi.features.finetune``, ``prepare --finetune-text``):
 it learns a word cue a random encoder cannot read, the folder loads as a normal encoder that
 reads past turns exactly as it was trained, prepare and the Predictor feed it those turns,
 finished folders are reused, and bad input is one clear error. A tiny random BERT with a small
@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-import deepmsi.finetune as finetune_mod
+import deepmsi.features.finetune as finetune_mod
 from deepmsi.cli import main
 from deepmsi.data.records import Dataset, Utterance
 from deepmsi.errors import ConfigError, DataError
@@ -26,9 +26,9 @@ from deepmsi.features.text import (
     in_conversation,
     with_past_turns,
 )
-from deepmsi.finetune import FinetuneOptions, finetune_text
+from deepmsi.features.finetune import FinetuneOptions, finetune_text
 from deepmsi.labels import LabelSet
-from deepmsi.preparation import FINETUNED_TEXT, PrepareOptions, prepare
+from deepmsi.features.preparation import FINETUNED_TEXT, PrepareOptions, prepare
 
 WORDS = ["great", "awful", "the", "a", "is", "was", "day", "food", "it", "so", "very", "and"]
 SPEAKERS = ("ann", "bob")
@@ -257,7 +257,7 @@ class _Asked(Exception):
 
 def test_cli_prepare_finetune_options(monkeypatch, capsys):
     import deepmsi.data
-    import deepmsi.preparation as prepare_mod
+    import deepmsi.features.preparation as prepare_mod
 
     def fake_prepare(dataset, out, options):
         raise _Asked(options)
@@ -317,7 +317,7 @@ class _Recorder:
 
 @pytest.mark.parametrize("past", [0, 2])
 def test_predictor_feeds_earlier_segments_as_past_turns(past):
-    from deepmsi.inference import Predictor, _Span
+    from deepmsi.inference.predictor import Predictor, _Span
 
     predictor = Predictor.__new__(Predictor)
     predictor.text_encoder = _Recorder(past)

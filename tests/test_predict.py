@@ -13,8 +13,8 @@ import torch
 from helpers_inference import join_clips
 
 from deepmsi.errors import ConfigError, DataError
-from deepmsi.results import Prediction, Segment, format_csv, format_json, format_table
-from deepmsi.subtitles import Cue
+from deepmsi.inference.results import Prediction, Segment, format_csv, format_json, format_table
+from deepmsi.data.subtitles import Cue
 
 
 def _model_probs(predictor, text=None, audio=None, frames=None, present=None) -> np.ndarray:
@@ -60,7 +60,7 @@ def test_table_json_csv_show_every_segment():
 
 
 def test_timeline_png(tmp_path):
-    from deepmsi.timeline import plot_timeline
+    from deepmsi.inference.timeline import plot_timeline
 
     rng = np.random.default_rng(0)
     segs = [_seg(2.0 * i, 2.0 * i + 1.5, tuple(rng.dirichlet(np.ones(3)))) for i in range(12)]

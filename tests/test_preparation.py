@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import deepmsi.preparation as prepare_mod
+import deepmsi.features.preparation as prepare_mod
 from deepmsi.cli import main
 from deepmsi.data import load_dataset
 from deepmsi.data.cache import ITEMS, FeatureCache
 from deepmsi.errors import ConfigError, DataError
 from deepmsi.features.audio import SpectralEncoder
-from deepmsi.preparation import PrepareOptions, prepare
-from deepmsi.synthetic import write_corpus
+from deepmsi.features.preparation import PrepareOptions, prepare
+from deepmsi.demo.synthetic import write_corpus
 
 SMALL = {"frames": 2, "image_size": 32, "workers": 1, "progress": False}
 
@@ -228,7 +228,8 @@ def test_real_iemocap_clips_prepare_and_train(shared_data, tmp_path):
     cache trains: the whole pipeline on real media."""
     from deepmsi.config import model_preset
     from deepmsi.data.media import probe
-    from deepmsi.training import train, train_preset
+    from deepmsi.config import train_preset
+    from deepmsi.training.loop import train
 
     result = prepare(
         f"folder:{shared_data / 'iemocap-clips'}",

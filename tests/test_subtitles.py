@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deepmsi.errors import DataError
-from deepmsi.subtitles import Cue, parse_subtitles, read_subtitles
+from deepmsi.data.subtitles import Cue, parse_subtitles, read_subtitles
 
 SRT = """1
 00:00:01,000 --> 00:00:02,500

@@ -15,7 +15,7 @@ import pytest
 from deepmsi.cli import main
 from deepmsi.errors import ConfigError
 from deepmsi.labels import MELD7
-from deepmsi.synthetic import CSV_NAMES, SPLIT_DIRS, write_corpus
+from deepmsi.demo.synthetic import CSV_NAMES, SPLIT_DIRS, write_corpus
 
 MELD_COLUMNS = [
     "Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID",

@@ -11,15 +11,17 @@ from helpers_pipeline import make_cache
 from safetensors.torch import load_file
 from sklearn.metrics import f1_score
 
-import deepmsi.checkpoint as ckpt
-import deepmsi.protocols as protocols
-import deepmsi.training as train_mod
-from deepmsi.checkpoint import load_run, read_metrics
+import deepmsi.runs.folder as ckpt
+import deepmsi.evaluation.protocols as protocols
+import deepmsi.training.loop as train_mod
+from deepmsi.runs.folder import load_run, read_metrics
 from deepmsi.config import model_preset
 from deepmsi.errors import ConfigError
-from deepmsi.evaluation import evaluate, map_labels, read_label_map
+from deepmsi.evaluation.labelmap import map_labels, read_label_map
+from deepmsi.evaluation.scoring import evaluate
 from deepmsi.labels import MELD7
-from deepmsi.training import TrainConfig, train, train_preset
+from deepmsi.config import TrainConfig, train_preset
+from deepmsi.training.loop import train
 
 
 @pytest.fixture(scope="module")

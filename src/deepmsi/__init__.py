@@ -21,18 +21,18 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load_dataset": "deepmsi.data.spec",
     "inspect_dataset": "deepmsi.data.inventory",
-    "prepare": "deepmsi.preparation",
-    "PrepareOptions": "deepmsi.preparation",
-    "finetune_text": "deepmsi.finetune",
-    "FinetuneOptions": "deepmsi.finetune",
+    "prepare": "deepmsi.features.preparation",
+    "PrepareOptions": "deepmsi.features.preparation",
+    "finetune_text": "deepmsi.features.finetune",
+    "FinetuneOptions": "deepmsi.features.finetune",
     "model_preset": "deepmsi.config",
     "ModelConfig": "deepmsi.config",
-    "train": "deepmsi.training",
-    "train_preset": "deepmsi.training",
-    "TrainConfig": "deepmsi.training",
-    "evaluate": "deepmsi.evaluation",
-    "Predictor": "deepmsi.inference",
-    "Prediction": "deepmsi.results",
+    "train": "deepmsi.training.loop",
+    "train_preset": "deepmsi.config",
+    "TrainConfig": "deepmsi.config",
+    "evaluate": "deepmsi.evaluation.scoring",
+    "Predictor": "deepmsi.inference.predictor",
+    "Prediction": "deepmsi.inference.results",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -10,8 +10,8 @@ class DeepMSIError(Exception):
     """Base for user-facing errors; the CLI prints ``str(err)`` and exits with code 2."""
 
 
-class ConfigError(DeepMSIError):
-    """A bad option or config override (unknown key, wrong type)."""
+class ConfigError(DeepMSIError, ValueError):
+    """A bad option or config override (unknown key, wrong type, value out of range)."""
 
 
 class DataError(DeepMSIError):

@@ -29,7 +29,7 @@ from starlette.datastructures import UploadFile
 from deepmsi.errors import DeepMSIError
 
 if TYPE_CHECKING:
-    from deepmsi.results import Prediction
+    from deepmsi.inference.results import Prediction
 
 __all__ = ["create_app"]
 
@@ -60,7 +60,7 @@ def create_app(
     if predictor is None:
         if run_dir is None:
             raise ValueError("create_app needs run_dir or predictor")
-        from deepmsi.inference import Predictor
+        from deepmsi.inference.predictor import Predictor
 
         predictor = Predictor.from_run(run_dir)
     max_bytes = int(max_upload_mb * 1024 * 1024)

@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepmsi.ablation import ablate, parse_variants
+    from deepmsi.evaluation.ablation import ablate, parse_variants
 
     model_cfg, train_cfg = build_configs(args)
     variants = parse_variants([v for v in args.variants.split(",") if v.strip()])

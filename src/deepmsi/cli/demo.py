@@ -19,14 +19,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepmsi.demo import run_demo
+    from deepmsi.demo.demo import run_demo
 
     result = run_demo(args.out, seed=args.seed, progress=not args.no_progress)
     print(f"\nT+A+V on the synthetic test split ({result.run_dir}):\n")
     print(result.report.table())
     print("\nModality ablation (test split, percent):\n")
     print(result.ablation.table())
-    from deepmsi.demo import SINGLES
+    from deepmsi.demo.demo import SINGLES
 
     row = result.ablation.row
     verdict = "beats" if result.multimodal_wins else "does NOT beat"

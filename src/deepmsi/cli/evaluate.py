@@ -31,8 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepmsi.checkpoint import load_run
-    from deepmsi.evaluation import evaluate
+    from deepmsi.runs.folder import load_run
+    from deepmsi.evaluation.scoring import evaluate
 
     checkpoint = int(args.checkpoint) if args.checkpoint.isdigit() else args.checkpoint
     trained = load_run(args.run, checkpoint=checkpoint)

@@ -22,8 +22,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepmsi.checkpoint import load_run
-    from deepmsi.export import check_feed, export_onnx
+    from deepmsi.runs.folder import load_run
+    from deepmsi.inference.export import check_feed, export_onnx
 
     checkpoint = int(args.checkpoint) if args.checkpoint.isdigit() else args.checkpoint
     trained = load_run(args.run_dir, checkpoint=checkpoint)

@@ -37,8 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from deepmsi.errors import ConfigError, DeepMSIError
-    from deepmsi.inference import Predictor
-    from deepmsi.results import format_csv, format_json, format_table
+    from deepmsi.inference.predictor import Predictor
+    from deepmsi.inference.results import format_csv, format_json, format_table
 
     inputs: list[Path | None] = list(args.inputs) or [None]
     if inputs == [None] and not args.text:
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _plot(pred, path: Path, item: Path | None, *, several: bool) -> None:
-    from deepmsi.timeline import plot_timeline
+    from deepmsi.inference.timeline import plot_timeline
 
     if several and item is not None:
         path = path.with_name(f"{path.stem}_{item.stem}{path.suffix or '.png'}")

@@ -53,11 +53,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from deepmsi.data import load_dataset
-    from deepmsi.preparation import PrepareOptions, prepare
+    from deepmsi.features.preparation import PrepareOptions, prepare
 
     finetune = None
     if args.finetune_text:
-        from deepmsi.finetune import FinetuneOptions
+        from deepmsi.features.finetune import FinetuneOptions
 
         given = {
             "past": args.text_past,

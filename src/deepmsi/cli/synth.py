@@ -68,7 +68,7 @@ def _pair(values: list[int] | None, flag: str) -> int | tuple[int, int] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepmsi.synthetic import CSV_NAMES, PRESETS, write_corpus
+    from deepmsi.demo.synthetic import CSV_NAMES, PRESETS, write_corpus
 
     options = dict(PRESETS[args.preset])
     given = {

@@ -16,10 +16,13 @@ PRESETS = ("cpu", "paper", "tiny")
 
 
 def _modalities(text: str) -> str:
-    letters = "".join(c for c in text.lower() if c not in ",+ ")
-    if not letters or set(letters) - set("tav"):
-        raise argparse.ArgumentTypeError(f"{text!r}: use any of t, a, v (e.g. tav or t,a)")
-    return "".join(m for m in "tav" if m in letters)
+    from deepmsi.modalities import parse_modalities
+
+    letters = "".join(dict.fromkeys(c for c in text.lower() if c not in ",+ "))
+    try:
+        return parse_modalities(letters)
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use any of t, a, v (e.g. tav or t,a)") from None
 
 
 def _on_off(text: str) -> bool:
@@ -68,7 +71,7 @@ def add_config_options(p: argparse.ArgumentParser, *, modalities: bool = True) -
 def build_configs(args: argparse.Namespace, base: tuple[Any, Any] | None = None) -> tuple[Any, Any]:
     """(ModelConfig, TrainConfig): the preset (or ``base``) with the options given applied."""
     from deepmsi.config import model_preset
-    from deepmsi.training import train_preset
+    from deepmsi.config import train_preset
 
     if base is None:
         model_cfg, train_cfg = model_preset(args.preset), train_preset(args.preset)
@@ -119,7 +122,7 @@ def _pct(x: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepmsi.checkpoint import CONFIG_FILE, read_config
+    from deepmsi.runs.folder import CONFIG_FILE, read_config
 
     main = int(os.environ.get("RANK", "0")) == 0
     base = None
@@ -130,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.no_progress
 
     if args.protocol == "kfold10":
-        from deepmsi.protocols import kfold
+        from deepmsi.evaluation.protocols import kfold
 
         result = kfold(
             args.cache, args.out, model_cfg, train_cfg, folds=10, resume=args.resume,
@@ -141,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {args.out}/protocol.json (per-fold reports in fold_XX/eval/)")
         return 0
 
-    from deepmsi.training import train
+    from deepmsi.training.loop import train
 
     if not args.cache.exists():
         raise ConfigError(f"{args.cache}: no such feature cache")

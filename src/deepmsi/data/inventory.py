@@ -18,10 +18,10 @@ from deepmsi.data.records import Dataset, Utterance
 from deepmsi.data.spec import DatasetSpec, load_dataset
 from deepmsi.errors import DataError, Problem
 from deepmsi.labels import LabelSet
+from deepmsi.modalities import NAMES
 
 log = logging.getLogger(__name__)
 
-MODALITIES = ("text", "audio", "video")
 MAX_LISTED = 20  # problems printed by ``Inventory.table``; ``to_dict`` has them all
 
 
@@ -84,7 +84,7 @@ class Inventory:
             cells += [str(v).rjust(w) for v, w in zip(row[1:], widths[1:], strict=True)]
             lines.append("  ".join(cells))
         how = "media headers probed" if self.probed else "files present, not probed"
-        have = ", ".join(f"{m} {self.modalities[m]}/{self.utterances}" for m in MODALITIES)
+        have = ", ".join(f"{m} {self.modalities[m]}/{self.utterances}" for m in NAMES)
         lines.append(f"modalities: {have} ({how})")
         lines.append(f"problems: {len(self.problems)}")
         for p in self.problems[:MAX_LISTED]:

@@ -4,7 +4,7 @@ One sentence vector per utterance: the mean of the last hidden states over real 
 (sentence-transformers' pooling), L2-normalised when the model folder says so (a
 ``Normalize`` module in ``modules.json``, as MiniLM's has).
 
-A folder written by ``deepmsi.finetune`` carries a ``deepmsi_text.json``; such an encoder
+A folder written by ``deepmsi.features.finetune`` carries a ``deepmsi_text.json``; such an encoder
 reads each utterance as a sentence pair (target "speaker: text", context its ``past`` previous
 turns, newest first) and pools the target's tokens only, as it was fine-tuned. Its inputs are
 ``DialogueText`` items; a plain encoder reads their text alone.
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TEXT_ENCODER = "minilm"
 MAX_TOKENS = 128  # utterances are short; longer ones are truncated
-FINETUNED_CONFIG = "deepmsi_text.json"  # in a folder written by deepmsi.finetune
+FINETUNED_CONFIG = "deepmsi_text.json"  # in a folder written by deepmsi.features.finetune
 POOLINGS = ("target",)  # how a fine-tuned dialogue encoder pools: the target segment's tokens
 TURN_SEPARATOR = " | "
 
@@ -204,7 +204,7 @@ class TextEncoder:
 
     def _encode_pairs(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         """(target, context) pairs -> [N, D]: the mean over the target segment's tokens (token
-        type 0: [CLS], target, [SEP]), as ``deepmsi.finetune`` trained it."""
+        type 0: [CLS], target, [SEP]), as ``deepmsi.features.finetune`` trained it."""
         import torch
 
         tokenizer, model, _ = self._loaded

@@ -22,20 +22,26 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
+
+from deepmsi.config import Options, check_at_least
+from deepmsi.errors import ConfigError
 
 KINDS = ("gru", "transformer")
 
 
 @dataclass(frozen=True)
-class ContextConfig:
+class ContextConfig(Options):
     """Hyper-parameters of :class:`DialogueContext`.
 
     ``input_dim`` is the utterance embedding size D; ``max_speakers`` bounds the per-dialogue
     speaker index (speakers beyond it share the last slot).
     """
+
+    what: ClassVar[str] = "context config"
 
     input_dim: int
     num_classes: int
@@ -47,11 +53,13 @@ class ContextConfig:
     max_speakers: int = 9
     dropout: float = 0.3
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        check_at_least(self, 1, "input_dim", "hidden", "layers", "heads", "max_speakers")
+        check_at_least(self, 2, "num_classes")
         if self.kind not in KINDS:
-            raise ValueError(f"context kind must be one of {KINDS}, got {self.kind!r}")
+            raise ConfigError(f"context kind must be one of {KINDS}, got {self.kind!r}")
         if self.kind == "transformer" and self.hidden % self.heads:
-            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+            raise ConfigError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
 
 
 def speaker_indices(speakers: Sequence[str], max_speakers: int = 9) -> list[int]:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from deepmsi.config import ModelConfig
+from deepmsi.modalities import NAMES
 from deepmsi.models.fusion import Guidance, modality_dropout
 from deepmsi.models.swin_v2 import SwinV2
 from deepmsi.models.tcn import TCN
@@ -166,7 +167,7 @@ class DeepMSI(nn.Module):
         b: int,
         device: torch.device,
     ) -> dict[str, torch.Tensor]:
-        unknown = set(present) - {"text", "audio", "video"}
+        unknown = set(present) - set(NAMES)
         if unknown:
             raise ValueError(f"unknown keys in present: {sorted(unknown)}")
         out = {}

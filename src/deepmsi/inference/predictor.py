@@ -30,14 +30,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from deepmsi.data.subtitles import Cue, read_subtitles
 from deepmsi.errors import ConfigError, DataError
-from deepmsi.results import MODALITIES, Prediction, Segment
-from deepmsi.subtitles import Cue, read_subtitles
+from deepmsi.features.encoders import encoders_from_manifest
+from deepmsi.inference.results import Prediction, Segment
+from deepmsi.modalities import NAMES, frames_to_float
+from deepmsi.models.context import speaker_indices
+from deepmsi.runs.folder import Run, load_run
+from deepmsi.runs.predict import Dialogue, predict_dialogues
 
 if TYPE_CHECKING:
     import torch
-
-    from deepmsi.checkpoint import Run
 
 __all__ = ["Prediction", "Predictor", "Segment"]
 
@@ -90,8 +93,8 @@ class Predictor:
         self.sample_rate = int(manifest.get("sample_rate") or 16000)
         self.frames = self.config.frames
         self.image_size = self.config.image_size
-        self.text_encoder = _text_encoder(manifest) if "text" in self.modalities else None
-        self.audio_encoder = _audio_encoder(manifest) if "audio" in self.modalities else None
+        encoders = encoders_from_manifest(manifest, self.config.modalities)
+        self.text_encoder, self.audio_encoder = encoders.text, encoders.audio
         self._cropper = None
         if "video" in self.modalities:
             from deepmsi.data.media import FaceCropper
@@ -104,8 +107,6 @@ class Predictor:
         cls, run_dir: str | Path, *, checkpoint: str | int = "best", contributions: bool = True
     ) -> Predictor:
         """Load a run folder written by ``deepmsi train`` (weights chosen by ``checkpoint``)."""
-        from deepmsi.checkpoint import load_run
-
         run = load_run(run_dir, checkpoint=checkpoint)
         log.info(
             "loaded %s (epoch %s, modalities %s, dialogue context %s)",
@@ -139,14 +140,12 @@ class Predictor:
         if not any(v.any() for v in inputs.present.values()):
             raise DataError(media or "input", "has none of the modalities this model uses "
                             f"({', '.join(self.modalities)})")  # fmt: skip
-        from deepmsi.models.context import speaker_indices
-
         speakers = speaker_indices([s.speaker or "" for s in spans])
         probs, contributions = self._classify(inputs, speakers)
         segments = []
         for i, span in enumerate(spans):
             p = {name: float(probs[i, k]) for k, name in enumerate(self.labels)}
-            used = tuple(m for m in MODALITIES if m in inputs.present and inputs.present[m][i])
+            used = tuple(m for m in NAMES if m in inputs.present and inputs.present[m][i])
             segments.append(
                 Segment(
                     start=span.start,
@@ -283,8 +282,6 @@ class Predictor:
         context head) the head over all N segments as one dialogue in time order."""
         import torch
 
-        from deepmsi.dialogue import Dialogue, predict_dialogues
-
         n = len(speakers)
         probs, joint = [], []
         with torch.inference_mode():
@@ -317,7 +314,7 @@ def _tensors(inputs: _Inputs, idx: slice) -> dict[str, Any]:
     audio = None if inputs.audio is None else torch.from_numpy(inputs.audio[idx])
     frames = None
     if inputs.frames is not None:
-        frames = torch.from_numpy(inputs.frames[idx]).permute(0, 1, 4, 2, 3).float().div_(255.0)
+        frames = frames_to_float(inputs.frames[idx])
     return {"text": text, "audio": audio, "frames": frames}
 
 
@@ -358,23 +355,3 @@ def _windows(media: Path, window: float) -> list[_Span]:
         _Span(round(float(a), 3), round(float(b), 3), None)
         for a, b in zip(starts, ends, strict=True)
     ]
-
-
-def _text_encoder(manifest: dict):
-    """The run's frozen text encoder, as named in its cache manifest."""
-    from deepmsi.features.text import TextEncoder
-
-    spec = manifest.get("text_encoder") or {}
-    if not spec.get("name"):
-        raise ConfigError("the run's cache manifest names no text encoder")
-    return TextEncoder(spec["name"])
-
-
-def _audio_encoder(manifest: dict):
-    """The run's audio encoder, as named in its cache manifest."""
-    from deepmsi.features.audio import audio_encoder
-
-    spec = manifest.get("audio_encoder") or {}
-    if not spec.get("name"):
-        raise ConfigError("the run's cache manifest names no audio encoder")
-    return audio_encoder(spec["name"], sample_rate=int(manifest.get("sample_rate") or 16000))

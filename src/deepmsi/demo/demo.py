@@ -18,7 +18,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 # The demo's sizes, chosen so the whole demo stays well under 10 minutes on 2 cores while the
-# synthetic cues are learnable (see ``deepmsi.synthetic``): small faces, few frames, and a
+# synthetic cues are learnable (see ``deepmsi.demo.synthetic``): small faces, few frames, and a
 # smaller video backbone than the cpu preset's.
 CORPUS = {"dialogues": 100, "seconds": 1.2, "fps": 10, "size": 112}
 PREPARE = {"frames": 4, "image_size": 48}
@@ -38,8 +38,8 @@ class DemoResult:
 
     out: Path
     run_dir: Path
-    report: Any  # deepmsi.evaluation.Report
-    ablation: Any  # deepmsi.ablation.AblationResult
+    report: Any  # deepmsi.evaluation.report.Report
+    ablation: Any  # deepmsi.evaluation.ablation.AblationResult
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -69,13 +69,15 @@ def run_demo(
 
     ``corpus`` and ``train_overrides`` shrink or grow the demo (tests use a tiny one).
     """
-    from deepmsi.ablation import Variant, ablate
+    from deepmsi.evaluation.ablation import Variant, ablate
     from deepmsi.config import model_preset
     from deepmsi.data import load_dataset
-    from deepmsi.evaluation import evaluate
-    from deepmsi.preparation import PrepareOptions, prepare
-    from deepmsi.synthetic import write_corpus
-    from deepmsi.training import FeatureStore, train, train_preset
+    from deepmsi.evaluation.scoring import evaluate
+    from deepmsi.features.preparation import PrepareOptions, prepare
+    from deepmsi.demo.synthetic import write_corpus
+    from deepmsi.config import train_preset
+    from deepmsi.data.dataset import FeatureStore
+    from deepmsi.training.loop import train
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deepmsi.atomic import atomic_path, atomic_write_text
+from deepmsi.config import ModelConfig, TrainConfig
 from deepmsi.errors import ConfigError, DataError
 from deepmsi.labels import LabelSet
 
 if TYPE_CHECKING:
     import torch
 
-    from deepmsi.config import ModelConfig
-    from deepmsi.training import TrainConfig
+    from deepmsi.models.context import DialogueContext
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,6 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
-        from deepmsi.config import ModelConfig
-        from deepmsi.training import TrainConfig
-
         cache = d.get("cache") or {}
         return cls(
             model_config=ModelConfig.from_dict(d["model"]),
@@ -96,9 +93,14 @@ class Run:
     @property
     def context_mode(self) -> str:
         """How predictions read the dialogue: "online", "offline" or "none"."""
-        from deepmsi.dialogue import mode_of
-
         return mode_of(self.context)
+
+
+def mode_of(head: DialogueContext | None) -> str:
+    """A context head's mode: "online" (causal), "offline" or "none" (no head)."""
+    if head is None:
+        return "none"
+    return "online" if head.cfg.causal else "offline"
 
 
 def write_config(run_dir: Path, config: RunConfig) -> None:
@@ -219,13 +221,11 @@ def save_context(
     """The head's ContextConfig (JSON, with its epoch and dev report for people and scripts)
     then its weights, each atomically; the weights record the head's epoch and the
     utterance-model epoch whose vectors it was fitted on."""
-    import dataclasses
-
     from safetensors.torch import save_model
 
     data = {
         "format": FORMAT_VERSION,
-        "context": dataclasses.asdict(head.cfg),
+        "context": head.cfg.to_dict(),
         "epoch": epoch,
         "utterance_epoch": utterance_epoch,
         "dev": dev,
@@ -250,7 +250,7 @@ def load_context(
     if not path.is_file():
         return None
     try:
-        cfg = ContextConfig(**json.loads(cfg_path.read_text())["context"])
+        cfg = ContextConfig.from_dict(json.loads(cfg_path.read_text())["context"])
     except (OSError, KeyError, TypeError, ValueError) as err:
         raise DataError(cfg_path, f"malformed context config: {err}") from None
     with safe_open(str(path), framework="pt") as f:

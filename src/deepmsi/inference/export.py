@@ -26,9 +26,10 @@ from torch import nn
 
 from deepmsi.atomic import atomic_path
 from deepmsi.errors import DataError
+from deepmsi.modalities import frames_to_float
 
 if TYPE_CHECKING:
-    from deepmsi.checkpoint import Run
+    from deepmsi.runs.folder import Run
 
 __all__ = [
     "ExportResult",
@@ -96,7 +97,7 @@ def onnx_inputs(
         raise ValueError("onnx_inputs needs at least one of text, audio, frames")
     b = len(given[0])
     if frames is not None and frames.dtype == np.uint8:
-        frames = frames.transpose(0, 1, 4, 2, 3).astype(np.float32) / 255.0  # -> [B, F, 3, S, S]
+        frames = frames_to_float(frames).numpy()  # -> [B, F, 3, S, S]
     shapes = {
         "text": (b, cfg.text_dim),
         "audio": (b, cfg.audio_dim),
@@ -251,7 +252,7 @@ def _stack_items(model: nn.Module, items: list) -> dict[str, np.ndarray]:
         x = np.stack([a.astype(dtype) if k else np.zeros(shapes[name], dtype)
                       for a, k in zip(arrays, ok, strict=True)])  # fmt: skip
         if name == "video":
-            x = x.transpose(0, 1, 4, 2, 3).astype(np.float32) / 255.0  # [B, F, 3, S, S]
+            x = frames_to_float(x).numpy()  # [B, F, 3, S, S]
         feed[key] = x
         feed[f"{name}_present"] = np.array(ok)
     return feed

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from deepmsi.config import ModelConfig
 from deepmsi.errors import ConfigError
-from deepmsi.training import FeatureStore, TrainConfig
+from deepmsi.modalities import parse_modalities
+from deepmsi.config import TrainConfig
+from deepmsi.data.dataset import FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +101,14 @@ def parse_variants(specs: Sequence[str]) -> list[Variant]:
     out = []
     for spec in specs:
         mods, *flags = spec.strip().lower().split("-")
-        bad = set(flags) - {"novsc", "nocontrastive"}
-        if bad or not mods or set(mods) - set("tav"):
+        try:
+            if set(flags) - {"novsc", "nocontrastive"}:
+                raise ConfigError(spec)
+            mods = parse_modalities("".join(dict.fromkeys(mods)))
+        except ConfigError:
             raise ConfigError(
                 f"bad ablation variant {spec!r}; use e.g. t, ta, tav, tav-novsc, tav-nocontrastive"
-            )
-        mods = "".join(m for m in "tav" if m in mods)
+            ) from None
         out.append(Variant(mods, "novsc" not in flags, "nocontrastive" not in flags))
     return out
 
@@ -126,9 +130,9 @@ def ablate(
     an interrupted ablation picks up where it stopped. ``reuse`` maps a variant to an existing
     run folder trained with the same configs (it is scored, not retrained).
     """
-    from deepmsi.checkpoint import load_run, read_metrics
-    from deepmsi.evaluation import score
-    from deepmsi.training import train
+    from deepmsi.runs.folder import load_run, read_metrics
+    from deepmsi.evaluation.scoring import score
+    from deepmsi.training.loop import train
 
     train_config = train_config or TrainConfig()
     store = cache if isinstance(cache, FeatureStore) else FeatureStore(cache)

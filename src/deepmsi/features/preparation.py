@@ -4,7 +4,7 @@ Per utterance: a text feature (frozen BERT-like encoder), an audio feature (spec
 or a frozen wav2vec2-style model) and F face crops (uint8). Decoding and face cropping run in
 worker processes; text (and any neural audio encoder) run batched in the main process.
 
-    from deepmsi.preparation import PrepareOptions, prepare
+    from deepmsi.features.preparation import PrepareOptions, prepare
     prepare("meld:data/MELD", "cache/meld", PrepareOptions(frames=8, image_size=96, workers=2))
 
 Resumable: a re-run skips every utterance already cached, and a kill leaves no half-written
@@ -12,7 +12,7 @@ entry (see ``deepmsi.data.cache``). The manifest records encoders, versions and 
 prepared with other ones is refused rather than silently mixed.
 
 With ``finetune_text`` set, the text encoder is first fine-tuned on the dataset with its previous
-turns as context (``deepmsi.finetune``) into ``<cache>/text-encoder`` (reused when already
+turns as context (``deepmsi.features.finetune``) into ``<cache>/text-encoder`` (reused when already
 finished there), then encodes every utterance with its past turns.
 """
 
@@ -48,10 +48,12 @@ from deepmsi.data.cache import (
 from deepmsi.data.common import check_on_error
 from deepmsi.data.records import Dataset, Utterance
 from deepmsi.errors import ConfigError, DataError, Problem
+from deepmsi.features.encoders import build_encoders
+from deepmsi.modalities import parse_modalities
 
 if TYPE_CHECKING:
     from deepmsi.features.text import DialogueText
-    from deepmsi.finetune import FinetuneOptions
+    from deepmsi.features.finetune import FinetuneOptions
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +86,7 @@ class PrepareOptions:
 
     def __post_init__(self) -> None:
         check_on_error(self.on_error)
-        bad = set(self.modalities) - set("tav")
-        if bad or not self.modalities:
-            raise ConfigError(f"modalities must be letters of 'tav', got {self.modalities!r}")
+        parse_modalities(self.modalities)
         for name in ("frames", "image_size", "sample_rate"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -163,17 +163,11 @@ class PrepareResult:
 def _encoders(dataset: Dataset, options: PrepareOptions, text_source: str | None = None):
     """The text and audio encoders the dataset needs (None where no utterance has that input);
     ``text_source`` replaces ``options.text_encoder`` (a fine-tuned folder)."""
-    from deepmsi.features.audio import audio_encoder
-    from deepmsi.features.text import TextEncoder
-
     has = {m: any(m in u.modalities for u in dataset.utterances) for m in ("text", "audio")}
-    text = None
-    if "t" in options.modalities and has["text"]:
-        text = TextEncoder(text_source or options.text_encoder)
-    audio = None
-    if "a" in options.modalities and has["audio"]:
-        audio = audio_encoder(options.audio_encoder, sample_rate=options.sample_rate)
-    return text, audio
+    text = (text_source or options.text_encoder) if "t" in options.modalities and has["text"] else None
+    audio = options.audio_encoder if "a" in options.modalities and has["audio"] else None
+    encoders = build_encoders(text, audio, sample_rate=options.sample_rate)
+    return encoders.text, encoders.audio
 
 
 def build_manifest(dataset: Dataset, options: PrepareOptions, text, audio) -> dict[str, Any]:
@@ -314,7 +308,7 @@ def prepare(
     _check_folder(out, options)
     text_source = None
     if options.finetune_text is not None and "t" in options.modalities:
-        from deepmsi.finetune import finetune_text
+        from deepmsi.features.finetune import finetune_text
 
         tuned = finetune_text(dataset, out / FINETUNED_TEXT, options.finetune_text)
         text_source = str(tuned.path.resolve())

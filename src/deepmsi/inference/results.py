@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 __all__ = ["Prediction", "Segment", "format_csv", "format_json", "format_table"]
 
-MODALITIES = ("text", "audio", "video")
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,11 @@ import numpy as np
 
 from deepmsi.config import ModelConfig
 from deepmsi.errors import ConfigError
-from deepmsi.evaluation import Report, score
-from deepmsi.training import FeatureStore, TrainConfig, TrainResult, train
+from deepmsi.evaluation.report import Report
+from deepmsi.evaluation.scoring import score
+from deepmsi.config import TrainConfig
+from deepmsi.data.dataset import FeatureStore
+from deepmsi.training.loop import TrainResult, train
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +111,7 @@ def _fit_and_score(
     resume: bool,
     progress: bool,
 ) -> FoldResult:
-    from deepmsi.checkpoint import load_run
+    from deepmsi.runs.folder import load_run
 
     result: TrainResult = train(
         store, run_dir, model_config, train_config, resume=resume,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from deepmsi.results import Prediction
+from deepmsi.inference.results import Prediction
 
 __all__ = ["plot_timeline"]
 
