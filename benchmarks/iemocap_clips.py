@@ -54,8 +54,18 @@ class FoldScore:
 
 
 def prepare(workers: int) -> dict:
-    args = [str(DEEPMSI), "prepare", "--dataset", f"folder:{DATA}", "--out", str(CACHE),
-            "--workers", str(workers), "--no-progress", "--json"]  # fmt: skip
+    args = [
+        str(DEEPMSI),
+        "prepare",
+        "--dataset",
+        f"folder:{DATA}",
+        "--out",
+        str(CACHE),
+        "--workers",
+        str(workers),
+        "--no-progress",
+        "--json",
+    ]
     print("$ " + shlex.join(args), flush=True)
     return json.loads(subprocess.run(args, check=True, stdout=subprocess.PIPE, text=True).stdout)
 
@@ -71,11 +81,10 @@ def face_counts() -> tuple[int, int, int]:
 
 
 def run_fold(store, modalities: str, test_speaker: str, epochs: int) -> FoldScore:
-    from deepmsi.runs.folder import load_run
-    from deepmsi.config import model_preset
-    from deepmsi.evaluation.scoring import score
+    from deepmsi.config import model_preset, train_preset
     from deepmsi.evaluation.protocols import inner_split
-    from deepmsi.config import train_preset
+    from deepmsi.evaluation.scoring import score
+    from deepmsi.runs.folder import load_run
     from deepmsi.training.loop import train
 
     records = store.records()
@@ -86,14 +95,25 @@ def run_fold(store, modalities: str, test_speaker: str, epochs: int) -> FoldScor
     if run_dir.exists():
         shutil.rmtree(run_dir)
     result = train(
-        store, run_dir, model_preset("cpu", modalities=modalities),
+        store,
+        run_dir,
+        model_preset("cpu", modalities=modalities),
         train_preset("cpu", epochs=epochs, patience=0, threads=1),
-        train_ids=[rest[i].id for i in tr], dev_ids=[rest[i].id for i in dv], progress=False,
-    )  # fmt: skip
+        train_ids=[rest[i].id for i in tr],
+        dev_ids=[rest[i].id for i in dv],
+        progress=False,
+    )
     report = score(load_run(run_dir), store, test, split=f"speaker {test_speaker}")
-    return FoldScore(test_speaker, 100 * report.accuracy, 100 * report.weighted_f1,
-                     result.best_epoch, result.seconds_per_epoch, len(tr), len(dv),
-                     len(test))  # fmt: skip
+    return FoldScore(
+        test_speaker,
+        100 * report.accuracy,
+        100 * report.weighted_f1,
+        result.best_epoch,
+        result.seconds_per_epoch,
+        len(tr),
+        len(dv),
+        len(test),
+    )
 
 
 def main() -> None:
@@ -114,9 +134,11 @@ def main() -> None:
     load_before = os.getloadavg()[0]  # other jobs on the machine slow both timings down
     summary = prepare(args.workers)
     clips_with_face, faces, frames = face_counts()
-    print(f"prepare: {summary['utterances']} clips, {summary['prepared']} new in "
-          f"{summary['seconds']:.1f} s ({summary['per_second']:.2f} clips/s); faces in "
-          f"{faces}/{frames} frames, {clips_with_face} clips with a face")  # fmt: skip
+    print(
+        f"prepare: {summary['utterances']} clips, {summary['prepared']} new in "
+        f"{summary['seconds']:.1f} s ({summary['per_second']:.2f} clips/s); faces in "
+        f"{faces}/{frames} frames, {clips_with_face} clips with a face"
+    )
 
     from deepmsi.data.dataset import FeatureStore
 
@@ -129,31 +151,54 @@ def main() -> None:
         log.info("%s done in %.0f s", subset.upper(), time.time() - t0)
 
     load_train = os.getloadavg()[0]
-    print(f"{'subset':6} {'acc ' + speakers[0]:>13} {'acc ' + speakers[1]:>13} {'mean acc':>9} "
-          f"{'mean wF1':>9} {'s/epoch':>8}")  # fmt: skip
+    print(
+        f"{'subset':6} {'acc ' + speakers[0]:>13} {'acc ' + speakers[1]:>13} {'mean acc':>9} "
+        f"{'mean wF1':>9} {'s/epoch':>8}"
+    )
     for subset, folds in scores.items():
         acc = [f.accuracy for f in folds]
         wf1 = [f.weighted_f1 for f in folds]
         spe = np.mean([f.seconds_per_epoch for f in folds])
-        print(f"{subset.upper():6} {acc[0]:13.2f} {acc[1]:13.2f} {np.mean(acc):9.2f} "
-              f"{np.mean(wf1):9.2f} {spe:8.2f}")  # fmt: skip
+        print(
+            f"{subset.upper():6} {acc[0]:13.2f} {acc[1]:13.2f} {np.mean(acc):9.2f} "
+            f"{np.mean(wf1):9.2f} {spe:8.2f}"
+        )
     if not args.record:
         return
     cmd = command_line()
     dataset = f"IEMOCAP Session-1 clips ({summary['utterances']}, 8 classes)"
-    majority = {s: max(Counter(r.label for r in store.records() if r.speaker == s).values())
-                / sum(r.speaker == s for r in store.records()) for s in speakers}  # fmt: skip
+    majority = {
+        s: max(Counter(r.label for r in store.records() if r.speaker == s).values())
+        / sum(r.speaker == s for r in store.records())
+        for s in speakers
+    }
     rows = []
-    rows.append(Row("iemocap_clips.prepare.clips_per_second", dataset, "tav", "clips/s",
-                    summary["per_second"], cmd,
-                    note=f"deepmsi prepare, {args.workers} workers, 8 frames x 96 px, MiniLM "
-                    f"text + spectral audio; {summary['seconds']:.0f} s for "
-                    f"{summary['prepared']} clips; load average {load_before:.1f} "
-                    "before"))  # fmt: skip
-    rows.append(Row("iemocap_clips.prepare.face_frames", dataset, "v", "% frames with a face",
-                    100 * faces / frames, cmd,
-                    note=f"{faces} of {frames} frames; {clips_with_face} of "
-                    f"{summary['utterances']} clips had a face in at least one frame"))  # fmt: skip
+    rows.append(
+        Row(
+            "iemocap_clips.prepare.clips_per_second",
+            dataset,
+            "tav",
+            "clips/s",
+            summary["per_second"],
+            cmd,
+            note=f"deepmsi prepare, {args.workers} workers, 8 frames x 96 px, MiniLM "
+            f"text + spectral audio; {summary['seconds']:.0f} s for "
+            f"{summary['prepared']} clips; load average {load_before:.1f} "
+            "before",
+        )
+    )
+    rows.append(
+        Row(
+            "iemocap_clips.prepare.face_frames",
+            dataset,
+            "v",
+            "% frames with a face",
+            100 * faces / frames,
+            cmd,
+            note=f"{faces} of {frames} frames; {clips_with_face} of "
+            f"{summary['utterances']} clips had a face in at least one frame",
+        )
+    )
     chance = ", ".join(f"{s} {100 * m:.0f}%" for s, m in majority.items())
     for subset, folds in scores.items():
         per = "; ".join(
@@ -161,14 +206,25 @@ def main() -> None:
             f"epoch {f.best_epoch} (train {f.n_train}/dev {f.n_dev}/test {f.n_test})"
             for f in folds
         )
-        note = (f"too small to claim accuracy; cpu preset cut to {args.epochs} epochs, epoch "
-                f"chosen on a 20% dev slice of the training speaker; majority class: {chance}. "
-                f"{per}")  # fmt: skip
+        note = (
+            f"too small to claim accuracy; cpu preset cut to {args.epochs} epochs, epoch "
+            f"chosen on a 20% dev slice of the training speaker; majority class: {chance}. "
+            f"{per}"
+        )
         for metric in ("accuracy", "weighted_f1"):
             vals = [getattr(f, metric) for f in folds]
-            rows.append(Row(f"iemocap_clips.{subset}.{metric}", dataset, subset, metric,
-                            float(np.mean(vals)), cmd, std=float(np.std(vals, ddof=1)),
-                            note=note))  # fmt: skip
+            rows.append(
+                Row(
+                    f"iemocap_clips.{subset}.{metric}",
+                    dataset,
+                    subset,
+                    metric,
+                    float(np.mean(vals)),
+                    cmd,
+                    std=float(np.std(vals, ddof=1)),
+                    note=note,
+                )
+            )
         spe = [f.seconds_per_epoch for f in folds]
         rows.append(
             Row(

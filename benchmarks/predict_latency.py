@@ -42,8 +42,14 @@ def _synthetic_clip(folder: Path) -> tuple[Path, str]:
     """A synthetic clip of about 5 s (the corpus writer draws lengths of x0.8..x1.25)."""
     from deepmsi.demo.synthetic import write_corpus
 
-    root = write_corpus(folder / "corpus", dialogues=3, utterances_per_dialogue=1,
-                        splits=(1, 1, 1), seconds=5.0, progress=False)  # fmt: skip
+    root = write_corpus(
+        folder / "corpus",
+        dialogues=3,
+        utterances_per_dialogue=1,
+        splits=(1, 1, 1),
+        seconds=5.0,
+        progress=False,
+    )
     return sorted(root.rglob("*.mp4"))[0], "I can't believe you did that."
 
 
@@ -104,8 +110,9 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True, help="trained run folder")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    parser.add_argument("--no-contributions", action="store_true",
-                        help="skip the per-modality contribution passes")  # fmt: skip
+    parser.add_argument(
+        "--no-contributions", action="store_true", help="skip the per-modality contribution passes"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--record", action="store_true", help="record the row in results.json")
     args = parser.parse_args()
@@ -120,11 +127,23 @@ def main() -> None:
         from results import Row, command_line, record
 
         stages = ", ".join(f"{k} {v:.0f}" for k, v in result["median_ms"].items() if k != "total")
-        note = (f"median of {result['repeats']}, {result['torch_threads']} torch thread(s); "
-                f"stages (ms): {stages}")  # fmt: skip
-        record([Row("speed.predict.warm_latency_5s_clip", result["clip"],
-                    "+".join(result["modalities"]), "ms", round(result["median_ms"]["total"], 1),
-                    command_line(), note=note)])  # fmt: skip
+        note = (
+            f"median of {result['repeats']}, {result['torch_threads']} torch thread(s); "
+            f"stages (ms): {stages}"
+        )
+        record(
+            [
+                Row(
+                    "speed.predict.warm_latency_5s_clip",
+                    result["clip"],
+                    "+".join(result["modalities"]),
+                    "ms",
+                    round(result["median_ms"]["total"], 1),
+                    command_line(),
+                    note=note,
+                )
+            ]
+        )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from deepmsi.features.text import TextEncoder
     from deepmsi.features.preparation import PrepareOptions, prepare
+    from deepmsi.features.text import TextEncoder
 
     TextEncoder().encode(["warm up"])  # load the text model once, outside the timings
     rows = []
@@ -57,40 +57,57 @@ def main() -> None:
         dataset, source = _dataset(args.limit, Path(tmp))
         seconds = sum(1 for _ in dataset.utterances)
         for workers in args.workers:
-            options = PrepareOptions(frames=args.frames, image_size=args.image_size,
-                                     workers=workers, progress=False)  # fmt: skip
+            options = PrepareOptions(
+                frames=args.frames, image_size=args.image_size, workers=workers, progress=False
+            )
             t0 = time.perf_counter()
             result = prepare(dataset, Path(tmp) / f"cache-{workers}", options)
             wall = time.perf_counter() - t0
-            rows.append({
-                "workers": workers,
-                "clips": result.prepared,
-                "seconds": round(wall, 2),
-                "clips_per_second": round(result.prepared / wall, 3),
-                "faces_found": result.faces_found,
-                "frames_total": result.frames_total,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "workers": workers,
+                    "clips": result.prepared,
+                    "seconds": round(wall, 2),
+                    "clips_per_second": round(result.prepared / wall, 3),
+                    "faces_found": result.faces_found,
+                    "frames_total": result.frames_total,
+                }
+            )
     base = rows[0]["clips_per_second"]
-    print(f"prepare: {seconds} clips of {source}, {args.frames} frames x {args.image_size} px, "
-          f"{os.cpu_count()} cores ({platform.processor() or platform.machine()})")  # fmt: skip
+    print(
+        f"prepare: {seconds} clips of {source}, {args.frames} frames x {args.image_size} px, "
+        f"{os.cpu_count()} cores ({platform.processor() or platform.machine()})"
+    )
     print(f"{'workers':>7} {'clips':>6} {'seconds':>8} {'clips/s':>8} {'speed-up':>8} faces")
     for r in rows:
-        print(f"{r['workers']:>7} {r['clips']:>6} {r['seconds']:>8.1f} "
-              f"{r['clips_per_second']:>8.2f} {r['clips_per_second'] / base:>7.2f}x "
-              f"{r['faces_found']}/{r['frames_total']}")  # fmt: skip
+        print(
+            f"{r['workers']:>7} {r['clips']:>6} {r['seconds']:>8.1f} "
+            f"{r['clips_per_second']:>8.2f} {r['clips_per_second'] / base:>7.2f}x "
+            f"{r['faces_found']}/{r['frames_total']}"
+        )
     if args.json:
         args.json.write_text(json.dumps({"source": source, "rows": rows}, indent=2) + "\n")
     if args.record:
         from results import Row, command_line, record
 
-        record([
-            Row(f"speed.prepare.workers_{r['workers']}", f"{r['clips']} clips of {source}", "tav",
-                "clips_per_second", r["clips_per_second"], command_line(),
-                note=f"{args.frames} frames x {args.image_size} px, spectral audio, MiniLM text; "
-                f"faces found in {r['faces_found']} of {r['frames_total']} frames; load average "
-                f"{os.getloadavg()[0]:.1f} at the end")
-            for r in rows
-        ])  # fmt: skip
+        record(
+            [
+                Row(
+                    f"speed.prepare.workers_{r['workers']}",
+                    f"{r['clips']} clips of {source}",
+                    "tav",
+                    "clips_per_second",
+                    r["clips_per_second"],
+                    command_line(),
+                    note=(
+                        f"{args.frames} frames x {args.image_size} px, spectral audio, MiniLM "
+                        f"text; faces found in {r['faces_found']} of {r['frames_total']} frames; "
+                        f"load average {os.getloadavg()[0]:.1f} at the end"
+                    ),
+                )
+                for r in rows
+            ]
+        )
 
 
 if __name__ == "__main__":

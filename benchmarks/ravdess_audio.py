@@ -81,8 +81,20 @@ class ModelResult:
 
 # ---- data ------------------------------------------------------------------------------------
 def prepare(workers: int) -> dict:
-    args = [str(DEEPMSI), "prepare", "--dataset", f"folder:{DATA}", "--out", str(CACHE),
-            "--modalities", "a", "--workers", str(workers), "--no-progress", "--json"]  # fmt: skip
+    args = [
+        str(DEEPMSI),
+        "prepare",
+        "--dataset",
+        f"folder:{DATA}",
+        "--out",
+        str(CACHE),
+        "--modalities",
+        "a",
+        "--workers",
+        str(workers),
+        "--no-progress",
+        "--json",
+    ]
     print("$ " + shlex.join(args), flush=True)
     return json.loads(subprocess.run(args, check=True, stdout=subprocess.PIPE, text=True).stdout)
 
@@ -169,11 +181,10 @@ def replaced_audio_store(ids: list[str], x: np.ndarray):
 
 def deepmsi_fold(data: Data, x: np.ndarray | None, fold_idx: int, tr, dv, te, tag: str):
     """Train the cpu-preset model on audio (epoch chosen on dev), score test once (percent)."""
-    from deepmsi.runs.folder import load_run
-    from deepmsi.config import model_preset
-    from deepmsi.evaluation.scoring import score
-    from deepmsi.config import train_preset
+    from deepmsi.config import model_preset, train_preset
     from deepmsi.data.dataset import FeatureStore
+    from deepmsi.evaluation.scoring import score
+    from deepmsi.runs.folder import load_run
     from deepmsi.training.loop import train
 
     store = FeatureStore(CACHE) if x is None else replaced_audio_store(data.ids, x)
@@ -184,9 +195,14 @@ def deepmsi_fold(data: Data, x: np.ndarray | None, fold_idx: int, tr, dv, te, ta
         shutil.rmtree(run_dir)
     ids = np.array(data.ids)
     result = train(
-        store, run_dir, model_preset("cpu", modalities="a"), train_preset("cpu", threads=1),
-        train_ids=list(ids[tr]), dev_ids=list(ids[dv]), progress=False,
-    )  # fmt: skip
+        store,
+        run_dir,
+        model_preset("cpu", modalities="a"),
+        train_preset("cpu", threads=1),
+        train_ids=list(ids[tr]),
+        dev_ids=list(ids[dv]),
+        progress=False,
+    )
     by_id = {r.id: r for r in store.records()}
     report = score(load_run(run_dir), store, [by_id[i] for i in ids[te]], split=f"fold {fold_idx}")
     chosen = f"epoch {result.best_epoch} (dev acc {100 * result.best_dev['accuracy']:.1f})"
@@ -270,9 +286,18 @@ def main() -> None:
             goal = "goal 60 reached" if r.mean >= GOAL else "goal 60 not reached"
             folds_txt = ", ".join(f"{a:.1f}" for a in r.accuracy)
             note = f"{goal}. {NOTES[r.name]}. Per fold (actors 1-3 .. 16-18): {folds_txt}"
-            rows.append(Row(f"ravdess_audio.{r.name}.accuracy",
-                            "RAVDESS speech, actors 1-18, 6 actor folds", "a", "accuracy",
-                            r.mean, command_line(), std=r.std, note=note))  # fmt: skip
+            rows.append(
+                Row(
+                    f"ravdess_audio.{r.name}.accuracy",
+                    "RAVDESS speech, actors 1-18, 6 actor folds",
+                    "a",
+                    "accuracy",
+                    r.mean,
+                    command_line(),
+                    std=r.std,
+                    note=note,
+                )
+            )
         record(rows)
 
 

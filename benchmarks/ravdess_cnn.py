@@ -186,8 +186,19 @@ def main() -> None:
             f"{goal}. Log-mel CNN from scratch (SpecAugment, mixup), epoch on dev actors, no test-"
             f"speaker statistics; +- {std:.2f} over folds. Per fold: {folds_txt}"
         )
-        record([Row("ravdess.cnn_logmel.accuracy", "RAVDESS speech, actors 1-18, 6 actor folds",
-                    "a", "accuracy", mean, command_line(), note=note)])  # fmt: skip
+        record(
+            [
+                Row(
+                    "ravdess.cnn_logmel.accuracy",
+                    "RAVDESS speech, actors 1-18, 6 actor folds",
+                    "a",
+                    "accuracy",
+                    mean,
+                    command_line(),
+                    note=note,
+                )
+            ]
+        )
 
 
 if __name__ == "__main__":

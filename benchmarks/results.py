@@ -202,13 +202,25 @@ def render(rows: list[Row]) -> str:
     for key in order:
         group = sections[key]
         lines += ["", f"## {SECTIONS.get(key, key)}", ""]
-        lines.append("| name | dataset | modalities | metric | value | command | date | machine "
-                     "| commit | note |")  # fmt: skip
+        lines.append(
+            "| name | dataset | modalities | metric | value | command | date | machine "
+            "| commit | note |"
+        )
         lines.append("|---|---|---|---|---:|---|---|---|---|---|")
         for r in group:
             value = f"{r.value:.2f}" + (f" ± {r.std:.2f}" if r.std is not None else "")
-            cells = [r.name, r.dataset, r.modalities, r.metric, value, f"`{r.command}`", r.date,
-                     r.machine, r.commit, r.note]  # fmt: skip
+            cells = [
+                r.name,
+                r.dataset,
+                r.modalities,
+                r.metric,
+                value,
+                f"`{r.command}`",
+                r.date,
+                r.machine,
+                r.commit,
+                r.note,
+            ]
             lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -189,35 +189,65 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"serve load test: {args.clients} concurrent clients, {result['requests']} requests of "
-          f"{clip.name} over loopback")  # fmt: skip
-    print(f"  throughput      {result['throughput_rps']:.2f} requests/s "
-          f"({result['wall_s']:.1f} s wall)")  # fmt: skip
-    print(f"  latency         p50 {result['p50_s']:.2f} s, p95 {result['p95_s']:.2f} s, "
-          f"max {result['max_s']:.2f} s")  # fmt: skip
+    print(
+        f"serve load test: {args.clients} concurrent clients, {result['requests']} requests of "
+        f"{clip.name} over loopback"
+    )
+    print(
+        f"  throughput      {result['throughput_rps']:.2f} requests/s "
+        f"({result['wall_s']:.1f} s wall)"
+    )
+    print(
+        f"  latency         p50 {result['p50_s']:.2f} s, p95 {result['p95_s']:.2f} s, "
+        f"max {result['max_s']:.2f} s"
+    )
     print(f"  errors          {result['errors']} {result['first_errors'] or ''}")
     hms = result["health_during_load_ms"]
-    print(f"  /health under load: {result['health_during_load']}"
-          + (f" ({hms:.0f} ms)" if hms is not None else ""))  # fmt: skip
-    print(f"  server RSS      before {result['rss_before_mb']:.0f} MB, peak "
-          f"{result['rss_peak_mb']:.0f} MB, after {result['rss_after_mb']:.0f} MB; "
-          f"alive after: {result['server_alive']}")  # fmt: skip
+    print(
+        f"  /health under load: {result['health_during_load']}"
+        + (f" ({hms:.0f} ms)" if hms is not None else "")
+    )
+    print(
+        f"  server RSS      before {result['rss_before_mb']:.0f} MB, peak "
+        f"{result['rss_peak_mb']:.0f} MB, after {result['rss_after_mb']:.0f} MB; "
+        f"alive after: {result['server_alive']}"
+    )
 
 
 def _record(result: dict) -> None:
     from results import Row, command_line, record
 
     where = f"{result['clients']} concurrent clients, {result['requests']} x {result['clip']}"
-    rss = (f"{result['rss_before_mb']:.0f} MB before, {result['rss_peak_mb']:.0f} MB peak, "
-           f"{result['rss_after_mb']:.0f} MB after")  # fmt: skip
-    note = (f"{result['errors']} errors; server alive after: {result['server_alive']}; RSS "
-            f"{rss}; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
-    record([
-        Row("speed.serve.throughput", where, "tav", "requests_per_second",
-            round(result["throughput_rps"], 2), command_line(), note=note),
-        Row("speed.serve.p95_latency", where, "tav", "seconds", round(result["p95_s"], 2),
-            command_line(), note=note),
-    ])  # fmt: skip
+    rss = (
+        f"{result['rss_before_mb']:.0f} MB before, {result['rss_peak_mb']:.0f} MB peak, "
+        f"{result['rss_after_mb']:.0f} MB after"
+    )
+    note = (
+        f"{result['errors']} errors; server alive after: {result['server_alive']}; RSS "
+        f"{rss}; load average {os.getloadavg()[0]:.1f}"
+    )
+    record(
+        [
+            Row(
+                "speed.serve.throughput",
+                where,
+                "tav",
+                "requests_per_second",
+                round(result["throughput_rps"], 2),
+                command_line(),
+                note=note,
+            ),
+            Row(
+                "speed.serve.p95_latency",
+                where,
+                "tav",
+                "seconds",
+                round(result["p95_s"], 2),
+                command_line(),
+                note=note,
+            ),
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -237,8 +237,17 @@ def record_rows(results: list[BaselineResult]) -> None:
         )
         for metric in ("weighted_f1", "accuracy"):
             value = getattr(r, f"test_{metric}")
-            rows.append(Row(f"text_baseline.{r.dataset}.{metric}", split, "t", metric, value,
-                            command, note=note))  # fmt: skip
+            rows.append(
+                Row(
+                    f"text_baseline.{r.dataset}.{metric}",
+                    split,
+                    "t",
+                    metric,
+                    value,
+                    command,
+                    note=note,
+                )
+            )
     record(rows)
 
 

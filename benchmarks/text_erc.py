@@ -23,7 +23,6 @@ writes its rows to benchmarks/results.json and RESULTS.md through ``results.py``
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import random
@@ -38,6 +37,7 @@ from text_baseline import ARTIFACTS, Corpus, frozen_embeddings, load_corpus, sco
 from deepmsi.data.records import Dataset, Utterance
 from deepmsi.labels import LabelSet
 from deepmsi.models.context import ContextConfig, DialogueContext, pad_dialogues, speaker_indices
+from deepmsi.selection import BestOnDev
 
 log = logging.getLogger("text_erc")
 SPLITS = ("train", "dev", "test")
@@ -103,10 +103,14 @@ def finetune(args: argparse.Namespace) -> None:
     labels = np.array([y for d in corpus.dialogues for y in d.labels])
     dv, te = np.where(splits == "dev")[0], np.where(splits == "test")[0]
     history = [
-        {"epoch": h.epoch, "train_s": h.seconds, "weighted_f1": 100 * h.dev_weighted_f1,
-         "accuracy": 100 * h.dev_accuracy}
+        {
+            "epoch": h.epoch,
+            "train_s": h.seconds,
+            "weighted_f1": 100 * h.dev_weighted_f1,
+            "accuracy": 100 * h.dev_accuracy,
+        }
         for h in result.history
-    ]  # fmt: skip
+    ]
     record(
         {
             "stage": "finetune",
@@ -171,7 +175,7 @@ def train_context(cfg: ContextConfig, data, seed: int, args) -> tuple[float, int
     model = DialogueContext(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     train = data["train"]
-    best = (-1.0, 0, {})
+    selection = BestOnDev(keep_weights=True)
     for epoch in range(1, args.epochs + 1):
         model.train()
         order = np.random.permutation(len(train))
@@ -187,10 +191,9 @@ def train_context(cfg: ContextConfig, data, seed: int, args) -> tuple[float, int
             loss.backward()
             opt.step()
         probs, labels = _predict(model, data["dev"])
-        f1 = scores(labels, probs.argmax(1))["weighted_f1"]
-        if f1 > best[0]:
-            best = (f1, epoch, copy.deepcopy(model.state_dict()))
-    return best
+        selection.update(epoch, scores(labels, probs.argmax(1))["weighted_f1"], model=model)
+    selection.restore(model)
+    return selection.best_score, selection.best_epoch, model.state_dict()
 
 
 def context(args: argparse.Namespace) -> None:

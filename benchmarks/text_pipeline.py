@@ -76,8 +76,23 @@ def prepare(corpus: str, finetuned: str | None) -> Path:
     spec, _ = CORPORA[corpus]
     cache = WORK / (f"{corpus}_t" if finetuned is None else f"{corpus}_t_{finetuned}")
     encoder = [] if finetuned is None else ["--text-encoder", str(FINETUNED / finetuned)]
-    out = sh([str(DEEPMSI), "prepare", "--dataset", spec, "--out", str(cache), *encoder,
-              "--modalities", "t", "--workers", "1", "--no-progress", "--json"])  # fmt: skip
+    out = sh(
+        [
+            str(DEEPMSI),
+            "prepare",
+            "--dataset",
+            spec,
+            "--out",
+            str(cache),
+            *encoder,
+            "--modalities",
+            "t",
+            "--workers",
+            "1",
+            "--no-progress",
+            "--json",
+        ]
+    )
     summary = json.loads(out)
     print(f"  {summary['utterances']} utterances cached ({summary['prepared']} new)")
     return cache
@@ -87,9 +102,26 @@ def train(corpus: str, cache: Path, setting: str, context: str) -> Candidate:
     run = WORK / "runs" / f"{cache.name}_{setting}_{context}"
     if run.exists():  # a fresh run each time: the numbers come from this invocation
         shutil.rmtree(run)
-    sh([str(DEEPMSI), "train", "--cache", str(cache), "--out", str(run), "--preset", "cpu",
-        "--modalities", "t", "--threads", "1", "--no-progress", "--context", context,
-        *GRID[setting]])  # fmt: skip
+    sh(
+        [
+            str(DEEPMSI),
+            "train",
+            "--cache",
+            str(cache),
+            "--out",
+            str(run),
+            "--preset",
+            "cpu",
+            "--modalities",
+            "t",
+            "--threads",
+            "1",
+            "--no-progress",
+            "--context",
+            context,
+            *GRID[setting],
+        ]
+    )
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     best = max(history, key=lambda h: h["dev_weighted_f1"])
     dev = 100 * best["dev_weighted_f1"]
@@ -131,12 +163,16 @@ def main() -> None:
         chosen, tried, report = run_corpus(corpus, args)
         for c in tried:
             mark = "  <- chosen" if c is chosen else ""
-            lines.append(f"{corpus:8} {c.setting:24} {c.best_epoch:5d} {c.dev_weighted_f1:8.2f} "
-                         f"{c.seconds_per_epoch:8.2f}{mark}")  # fmt: skip
+            lines.append(
+                f"{corpus:8} {c.setting:24} {c.best_epoch:5d} {c.dev_weighted_f1:8.2f} "
+                f"{c.seconds_per_epoch:8.2f}{mark}"
+            )
         test = {k: 100 * report[k] for k in ("weighted_f1", "accuracy", "macro_f1")}
-        lines.append(f"{corpus:8} test: wF1 {test['weighted_f1']:.2f}, "
-                     f"acc {test['accuracy']:.2f}, macro F1 {test['macro_f1']:.2f} "
-                     f"({time.time() - t0:.0f} s in all)")  # fmt: skip
+        lines.append(
+            f"{corpus:8} test: wF1 {test['weighted_f1']:.2f}, "
+            f"acc {test['accuracy']:.2f}, macro F1 {test['macro_f1']:.2f} "
+            f"({time.time() - t0:.0f} s in all)"
+        )
         goal = "goal 63 reached" if test["weighted_f1"] >= GOAL else "goal 63 not reached"
         grid = ", ".join(f"{c.setting} {c.dev_weighted_f1:.1f}" for c in tried)
         if args.finetuned is None:
@@ -164,8 +200,9 @@ def main() -> None:
 
                 command = f"{finetune_command(finetune_entry(args.finetuned))} && {command}"
             for metric in ("weighted_f1", "accuracy"):
-                rows.append(Row(f"{name}.{metric}", dataset, "t", metric,
-                                test[metric], command, note=note))  # fmt: skip
+                rows.append(
+                    Row(f"{name}.{metric}", dataset, "t", metric, test[metric], command, note=note)
+                )
     print("\n".join(lines))
     if rows:
         record(rows)

@@ -1,9 +1,9 @@
 """Training seconds per MELD-sized epoch of the ``cpu`` preset, with VSC on and off.
 
 The full text + audio + video model of ``model_preset("cpu")`` (7 MELD classes, text 384-d, audio
-the width of ``SpectralEncoder``) is trained on random in-memory batches of the real shapes:
-text [B, 384], audio [B, D_a], frames [B, F, 3, S, S] in [0, 1] (the preset's 8 frames of 96 px),
-labels [B]. One step is what ``deepmsi.training.loop`` does per batch: forward (train mode, so modality
+the width of ``SpectralEncoder``) is trained on random in-memory batches of the real shapes: text
+[B, 384], audio [B, D_a], frames [B, F, 3, S, S] in [0, 1] (the preset's 8 frames of 96 px), labels
+[B]. One step is what ``deepmsi.training.loop`` does per batch: forward (train mode, so modality
 dropout and dropout are active), ``DeepMSILoss`` (cross-entropy + cross-modal SupCon), backward,
 gradient clipping and an AdamW step, with the ``cpu`` training preset's batch size, learning rate,
 weight decay, clip and loss weights. The VSC-on and VSC-off models are stepped alternately (ABBA
@@ -293,14 +293,24 @@ def _record(result: dict) -> None:
     load = result["load_average_at_start"][0]
     rows = []
     for mode, stats in result["modes"].items():
-        note = (f"cpu preset T+A+V, batch {result['train']['batch_size']}, "
-                f"{result['torch_threads']} torch thread(s); extrapolated from "
-                f"{result['measured_steps']} measured steps (mean {stats['mean_s_per_step']:.2f} "
-                f"s/step) to {result['steps_per_epoch']} steps; load average {load:.1f} at start; "
-                "goal <= 30 min")  # fmt: skip
-        rows.append(Row(f"speed.train_cpu_preset.vsc_{mode}", "MELD-sized (10,000 utterances)",
-                        "tav", "minutes_per_epoch", round(stats["epoch_minutes_extrapolated"], 1),
-                        command_line(), note=note))  # fmt: skip
+        note = (
+            f"cpu preset T+A+V, batch {result['train']['batch_size']}, "
+            f"{result['torch_threads']} torch thread(s); extrapolated from "
+            f"{result['measured_steps']} measured steps (mean {stats['mean_s_per_step']:.2f} "
+            f"s/step) to {result['steps_per_epoch']} steps; load average {load:.1f} at start; "
+            "goal <= 30 min"
+        )
+        rows.append(
+            Row(
+                f"speed.train_cpu_preset.vsc_{mode}",
+                "MELD-sized (10,000 utterances)",
+                "tav",
+                "minutes_per_epoch",
+                round(stats["epoch_minutes_extrapolated"], 1),
+                command_line(),
+                note=note,
+            )
+        )
     record(rows)
 
 

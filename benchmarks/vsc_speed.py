@@ -161,8 +161,10 @@ def _measure_memory(preset: str, mode: str, batch: int, threads: int) -> dict[st
     spec = f"{preset}:{mode}:{batch}:{threads}"
     done = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--memory-probe", spec],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -340,13 +342,23 @@ def _record(results: dict) -> None:
         geometry = f"{preset['frames']} frames x {preset['image_size']} px"
         for mode, stats in (("on", on), ("off", off)):
             tokens = " ".join(str(t[1]) for t in stats["stage_tokens"])
-            note = (f"visual backbone forward, batch {preset['batch_clips']} clips, "
-                    f"{results['torch_threads']} thread(s), median of {results['repeats']}; "
-                    f"{stats['gflops_per_clip']:.2f} GFLOP/clip; tokens per stage {tokens}; "
-                    f"load average {results['load_average_at_start'][0]:.1f}")  # fmt: skip
-            rows.append(Row(f"speed.vsc.{preset['preset']}.{mode}", geometry, "v", "ms_per_clip",
-                            round(1000 * stats["median_s_per_clip"], 1), command_line(),
-                            note=note))  # fmt: skip
+            note = (
+                f"visual backbone forward, batch {preset['batch_clips']} clips, "
+                f"{results['torch_threads']} thread(s), median of {results['repeats']}; "
+                f"{stats['gflops_per_clip']:.2f} GFLOP/clip; tokens per stage {tokens}; "
+                f"load average {results['load_average_at_start'][0]:.1f}"
+            )
+            rows.append(
+                Row(
+                    f"speed.vsc.{preset['preset']}.{mode}",
+                    geometry,
+                    "v",
+                    "ms_per_clip",
+                    round(1000 * stats["median_s_per_clip"], 1),
+                    command_line(),
+                    note=note,
+                )
+            )
     record(rows)
 
 

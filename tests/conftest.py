@@ -18,6 +18,19 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module on one intra-op thread: tiny ops gain nothing from two, results are exact,
+    and on a shared 2-core machine a second thread waiting at every op's barrier makes them many
+    times slower. Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """A tiny trained run (synthetic corpus -> prepare -> one epoch), built once per session."""

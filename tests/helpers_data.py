@@ -74,9 +74,18 @@ def truncate(path: Path, keep: float = 0.5) -> Path:
 
 
 MELD_COLUMNS = [
-    "Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID",
-    "Season", "Episode", "StartTime", "EndTime",
-]  # fmt: skip
+    "Sr No.",
+    "Utterance",
+    "Speaker",
+    "Emotion",
+    "Sentiment",
+    "Dialogue_ID",
+    "Utterance_ID",
+    "Season",
+    "Episode",
+    "StartTime",
+    "EndTime",
+]
 
 
 def write_meld_csv(
@@ -88,9 +97,19 @@ def write_meld_csv(
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for i, (dia, utt, speaker, emotion, text) in enumerate(rows, 1):
-            writer.writerow({
-                "Sr No.": i, "Utterance": text, "Speaker": speaker, "Emotion": emotion,
-                "Sentiment": "neutral", "Dialogue_ID": dia, "Utterance_ID": utt, "Season": 1,
-                "Episode": 1, "StartTime": "00:00:01,000", "EndTime": "00:00:02,000",
-            })  # fmt: skip
+            writer.writerow(
+                {
+                    "Sr No.": i,
+                    "Utterance": text,
+                    "Speaker": speaker,
+                    "Emotion": emotion,
+                    "Sentiment": "neutral",
+                    "Dialogue_ID": dia,
+                    "Utterance_ID": utt,
+                    "Season": 1,
+                    "Episode": 1,
+                    "StartTime": "00:00:01,000",
+                    "EndTime": "00:00:02,000",
+                }
+            )
     return path

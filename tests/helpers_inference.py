@@ -10,8 +10,14 @@ from pathlib import Path
 # A few seconds of work on 2 cores: 4 dialogues of short, small synthetic clips, the tiny model
 # on 2 frames of 48 px, one epoch. The real text encoder and spectral audio features are used, so
 # the run's manifest names the same encoders a real run would.
-CORPUS = {"dialogues": 4, "utterances_per_dialogue": 7, "seconds": 1.0, "fps": 8, "size": 64,
-          "splits": (2, 1, 1)}  # fmt: skip
+CORPUS = {
+    "dialogues": 4,
+    "utterances_per_dialogue": 7,
+    "seconds": 1.0,
+    "fps": 8,
+    "size": 64,
+    "splits": (2, 1, 1),
+}
 PREPARE = {"frames": 2, "image_size": 48}
 TRAIN = {"epochs": 1, "batch_size": 8, "patience": 0}
 
@@ -29,12 +35,11 @@ def build_tiny_run(root: Path) -> TinyRun:
     """Synthetic corpus -> prepare -> train the tiny preset for one epoch, under ``root``."""
     import torch
 
-    from deepmsi.config import model_preset
+    from deepmsi.config import model_preset, train_preset
     from deepmsi.data import load_dataset
-    from deepmsi.features.preparation import PrepareOptions, prepare
-    from deepmsi.demo.synthetic import write_corpus
-    from deepmsi.config import train_preset
     from deepmsi.data.dataset import FeatureStore
+    from deepmsi.demo.synthetic import write_corpus
+    from deepmsi.features.preparation import PrepareOptions, prepare
     from deepmsi.training.loop import train
 
     torch.manual_seed(0)
@@ -43,8 +48,13 @@ def build_tiny_run(root: Path) -> TinyRun:
     cache = root / "cache"
     prepare(dataset, cache, PrepareOptions(**PREPARE))
     run_dir = root / "run"
-    train(FeatureStore(cache), run_dir, model_preset("tiny", modality_dropout=0.2),
-          train_preset("cpu", seed=0, **TRAIN), progress=False)  # fmt: skip
+    train(
+        FeatureStore(cache),
+        run_dir,
+        model_preset("tiny", modality_dropout=0.2),
+        train_preset("cpu", seed=0, **TRAIN),
+        progress=False,
+    )
     utts = [u for u in dataset.utterances if u.video is not None and u.video.is_file()]
     return TinyRun(run_dir, corpus, cache, [u.video for u in utts], [u.text or "" for u in utts])
 
@@ -112,8 +122,12 @@ def join_clips(clips: list[Path], texts: list[str], out: Path, *, gap: float = 0
             dst.mux(packet)
 
     srt_path = out.with_suffix(".srt")
-    srt_path.write_text("".join(f"{i}\n{_srt_time(a)} --> {_srt_time(b)}\n{t}\n\n"
-                                for i, (a, b, t) in enumerate(cues, 1)))  # fmt: skip
+    srt_path.write_text(
+        "".join(
+            f"{i}\n{_srt_time(a)} --> {_srt_time(b)}\n{t}\n\n"
+            for i, (a, b, t) in enumerate(cues, 1)
+        )
+    )
     return video_path, srt_path, cues
 
 

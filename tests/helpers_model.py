@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 
@@ -25,13 +24,3 @@ def naive_shift_mask(grid: int, window: int, shift: int) -> torch.Tensor:
                     m[a, b] = 0.0 if wrap_a == wrap_b else -100.0
             windows.append(m)
     return torch.stack(windows)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Run model tests on one intra-op thread: tiny ops gain nothing from two, and on a shared
-    2-core machine a second thread waiting at every op's barrier makes them many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -37,8 +37,15 @@ def make_cache(path: Path, *, n: int = 80, seed: int = 0) -> Path:
         dialogue = i // 5
         split = ("train", "train", "train", "dev", "test")[dialogue % 5]
         k = int(rng.integers(len(LABELS)))
-        utt = Utterance(f"d{dialogue}_u{i % 5}", f"d{dialogue}", i % 5, f"s{i % 3}",
-                        f"utterance {i}", LABELS.names[k], split)  # fmt: skip
+        utt = Utterance(
+            f"d{dialogue}_u{i % 5}",
+            f"d{dialogue}",
+            i % 5,
+            f"s{i % 3}",
+            f"utterance {i}",
+            LABELS.names[k],
+            split,
+        )
         text = (rng.normal(size=TEXT_DIM) + 1.5 * np.eye(TEXT_DIM)[k]).astype(np.float32)
         audio = (rng.normal(size=AUDIO_DIM) + 1.5 * np.eye(AUDIO_DIM)[k]).astype(np.float32)
         frames = rng.integers(0, 60, (FRAMES, SIZE, SIZE, 3)) + 40 * k
@@ -83,8 +90,15 @@ def make_dialogue_cache(path: Path, *, dialogues: int = 40, turns: int = 6, seed
         split = ("train", "train", "train", "dev", "test")[d % 5]
         ys = rng.integers(len(LABELS), size=turns + 1)  # ys[turns]: announced by the last turn
         for t in range(turns):
-            utt = Utterance(f"c{d}_u{t}", f"c{d}", t, f"s{(d + t) % 2}", f"turn {t}",
-                            LABELS.names[int(ys[t])], split)  # fmt: skip
+            utt = Utterance(
+                f"c{d}_u{t}",
+                f"c{d}",
+                t,
+                f"s{(d + t) % 2}",
+                f"turn {t}",
+                LABELS.names[int(ys[t])],
+                split,
+            )
             nxt = int(ys[t + 1])
             text = rng.normal(size=TEXT_DIM) + 3.0 * np.eye(TEXT_DIM)[nxt]
             audio = rng.normal(size=AUDIO_DIM) + 3.0 * np.eye(AUDIO_DIM)[nxt]

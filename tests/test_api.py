@@ -14,8 +14,22 @@ import deepmsi
 
 SRC = Path(deepmsi.__file__).parent
 PURE = ["models", "nn", "losses.py", "config.py", "labels.py", "metrics.py"]
-FORBIDDEN = ("deepmsi.data", "deepmsi.cli", "deepmsi.serve", "av", "cv2", "fastapi", "uvicorn",
-             "os", "pathlib", "shutil", "io", "csv", "json", "pickle")  # fmt: skip
+FORBIDDEN = (
+    "deepmsi.data",
+    "deepmsi.cli",
+    "deepmsi.serve",
+    "av",
+    "cv2",
+    "fastapi",
+    "uvicorn",
+    "os",
+    "pathlib",
+    "shutil",
+    "io",
+    "csv",
+    "json",
+    "pickle",
+)
 
 
 @pytest.mark.parametrize("name", deepmsi._EXPORTS)

@@ -48,8 +48,12 @@ def server(predictor):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = uvicorn.Config(create_app(predictor=predictor, max_upload_mb=5), host="127.0.0.1",
-                            port=port, log_level="warning")  # fmt: skip
+    config = uvicorn.Config(
+        create_app(predictor=predictor, max_upload_mb=5),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+    )
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -113,8 +117,9 @@ def test_upload_clip_shows_label_and_bars(page, predictor, tiny):
 
 
 def test_long_video_with_subtitles_shows_timeline(page, predictor, tiny, tmp_path_factory):
-    video, srt, cues = join_clips(tiny.clips[:4], tiny.texts[:4],
-                                  tmp_path_factory.mktemp("long") / "talk")  # fmt: skip
+    video, srt, cues = join_clips(
+        tiny.clips[:4], tiny.texts[:4], tmp_path_factory.mktemp("long") / "talk"
+    )
     page.set_input_files("#file", str(video))
     page.fill("#transcript", "")
     page.set_input_files("#subtitles", str(srt))

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from deepmsi.config import MODEL_PRESETS as PRESETS, ModelConfig, model_preset
+from deepmsi.config import MODEL_PRESETS as PRESETS
+from deepmsi.config import ModelConfig, model_preset
 from deepmsi.errors import ConfigError
 
 
@@ -21,8 +22,11 @@ def test_presets_round_trip_through_json(name: str) -> None:
 def test_paper_preset_matches_the_published_model() -> None:
     cfg = model_preset("paper")
     assert (cfg.embed_dim, cfg.depths, cfg.num_heads, cfg.window_size) == (
-        96, (2, 2, 6, 2), (3, 6, 12, 24), 8,
-    )  # fmt: skip
+        96,
+        (2, 2, 6, 2),
+        (3, 6, 12, 24),
+        8,
+    )
     assert (cfg.image_size, cfg.patch_size, cfg.frames) == (256, 4, 15)
     assert cfg.tcn_channels == (1024, 1024, 1024)
     assert (cfg.text_dim, cfg.audio_dim, cfg.projection_dim) == (1024, 768, 256)

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers_model import one_thread  # noqa: F401 (autouse fixture)
 
 from deepmsi.losses import DeepMSILoss, cross_modal_supcon
 from deepmsi.models import DeepMSIOutput
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def brute_force(anchors, candidates, labels, cand_labels=None, t=0.5, a_ok=None, c_ok=None, off=0):
@@ -171,9 +172,12 @@ def test_ddp_gathers_negatives_from_every_rank_with_gradients(tmp_path) -> None:
         terms = []
         for partner in ("text", "audio"):
             val, _ = cross_modal_supcon(
-                out.embeddings["video"], full.embeddings[partner], y_all[lo:hi],
-                candidate_labels=y_all, self_index=torch.arange(hi - lo) + lo,
-            )  # fmt: skip
+                out.embeddings["video"],
+                full.embeddings[partner],
+                y_all[lo:hi],
+                candidate_labels=y_all,
+                self_index=torch.arange(hi - lo) + lo,
+            )
             terms.append(val)
         ref = torch.stack(terms).mean()
         assert results[rank][0] == pytest.approx(ref.item(), rel=1e-5)

@@ -103,12 +103,15 @@ def test_truncated_clip_is_never_500(client, tiny):
     [
         ({}, {}, "send a media"),
         ({}, {"transcript": "   "}, "send a media"),
-        ({"subtitles": ("s.srt", b"1\n00:00:01,000 --> 00:00:xx,000\nhi\n")}, {"transcript": "x"},
-         "line 2"),
+        (
+            {"subtitles": ("s.srt", b"1\n00:00:01,000 --> 00:00:xx,000\nhi\n")},
+            {"transcript": "x"},
+            "line 2",
+        ),
         ({}, {"transcript": "hi", "window": "abc"}, "window"),
         ({"transcript": ("t.txt", b"a file")}, {}, "text field"),
     ],
-)  # fmt: skip
+)
 def test_bad_requests_are_400(client, files, data, needle):
     r = client.post("/predict", files=files or None, data=data)
     assert r.status_code == 400, r.text
@@ -123,8 +126,11 @@ def test_oversized_upload_is_413(predictor, tiny):
         assert r.status_code == 413
         assert "limit" in r.json()["detail"]
         # No Content-Length (chunked upload): caught while counting the streamed body.
-        r = small.post("/predict", content=(b"x" * 4096 for _ in range(8)),
-                       headers={"content-type": "multipart/form-data; boundary=zz"})  # fmt: skip
+        r = small.post(
+            "/predict",
+            content=(b"x" * 4096 for _ in range(8)),
+            headers={"content-type": "multipart/form-data; boundary=zz"},
+        )
         assert r.status_code == 413
         assert small.get("/health").status_code == 200  # still serving
 

@@ -355,8 +355,20 @@ def check_field_types(cfg: Any, what: str = "model config") -> None:
 
 
 def _check_sizes(cfg: ModelConfig) -> None:
-    check_at_least(cfg, 1, "text_dim", "audio_dim", "frames", "image_size", "patch_size",
-                   "embed_dim", "window_size", "cpb_hidden", "guidance_hidden", "projection_dim")
+    check_at_least(
+        cfg,
+        1,
+        "text_dim",
+        "audio_dim",
+        "frames",
+        "image_size",
+        "patch_size",
+        "embed_dim",
+        "window_size",
+        "cpb_hidden",
+        "guidance_hidden",
+        "projection_dim",
+    )
     check_at_least(cfg, 2, "num_classes", "tcn_kernel")
     for name in ("dropout", "projection_dropout", "modality_dropout", "drop_path"):
         if not 0.0 <= getattr(cfg, name) < 1.0:

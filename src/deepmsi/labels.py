@@ -66,30 +66,51 @@ IEMOCAP6 = LabelSet(
     "iemocap6",
     ("happy", "sad", "neutral", "angry", "excited", "frustrated"),
     {
-        "hap": "happy", "happiness": "happy", "sadness": "sad", "neu": "neutral",
-        "ang": "angry", "anger": "angry", "exc": "excited", "fru": "frustrated",
+        "hap": "happy",
+        "happiness": "happy",
+        "sadness": "sad",
+        "neu": "neutral",
+        "ang": "angry",
+        "anger": "angry",
+        "exc": "excited",
+        "fru": "frustrated",
         "frustration": "frustrated",
     },
-)  # fmt: skip
+)
 
 # MELD's official order.
 MELD7 = LabelSet(
     "meld7",
     ("neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger"),
     {
-        "neu": "neutral", "surprised": "surprise", "sur": "surprise", "fearful": "fear",
-        "fea": "fear", "sad": "sadness", "happy": "joy", "hap": "joy", "disgusted": "disgust",
-        "dis": "disgust", "angry": "anger", "ang": "anger",
+        "neu": "neutral",
+        "surprised": "surprise",
+        "sur": "surprise",
+        "fearful": "fear",
+        "fea": "fear",
+        "sad": "sadness",
+        "happy": "joy",
+        "hap": "joy",
+        "disgusted": "disgust",
+        "dis": "disgust",
+        "angry": "anger",
+        "ang": "anger",
     },
-)  # fmt: skip
+)
 
 # RAVDESS's emotion codes 01..08 in order.
 RAVDESS8 = LabelSet(
     "ravdess8",
     ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"),
-    {"fear": "fearful", "surprise": "surprised", "anger": "angry", "sadness": "sad",
-     "joy": "happy", "disgusted": "disgust"},
-)  # fmt: skip
+    {
+        "fear": "fearful",
+        "surprise": "surprised",
+        "anger": "angry",
+        "sadness": "sad",
+        "joy": "happy",
+        "disgusted": "disgust",
+    },
+)
 
 LABEL_SETS: dict[str, LabelSet] = {s.name: s for s in (IEMOCAP6, MELD7, RAVDESS8)}
 

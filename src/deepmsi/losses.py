@@ -136,10 +136,15 @@ class DeepMSILoss(nn.Module):
         terms = []
         for cands, cand_valid in gathered.values():
             loss, used = cross_modal_supcon(
-                emb[ANCHOR], cands, labels, self.temperature,
-                candidate_labels=all_labels, anchor_valid=present[ANCHOR],
-                candidate_valid=cand_valid, self_index=self_index,
-            )  # fmt: skip
+                emb[ANCHOR],
+                cands,
+                labels,
+                self.temperature,
+                candidate_labels=all_labels,
+                anchor_valid=present[ANCHOR],
+                candidate_valid=cand_valid,
+                self_index=self_index,
+            )
             if used:
                 terms.append(loss)
         # NOTE(paper): a pair with no usable anchor (e.g. every video missing) is left out of the

@@ -20,9 +20,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", required=True, type=Path, help="feature cache from `deepmsi prepare`")
     p.add_argument("--out", required=True, type=Path, help="folder for ablation.md/.json and runs")
     p.add_argument(
-        "--variants", default=DEFAULT_VARIANTS,
+        "--variants",
+        default=DEFAULT_VARIANTS,
         help=f"comma-separated subset (default {DEFAULT_VARIANTS})",
-    )  # fmt: skip
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_config_options(p, modalities=False)
 
@@ -32,8 +33,9 @@ def run(args: argparse.Namespace) -> int:
 
     model_cfg, train_cfg = build_configs(args)
     variants = parse_variants([v for v in args.variants.split(",") if v.strip()])
-    result = ablate(args.cache, args.out, model_cfg, train_cfg, variants=variants,
-                    progress=not args.no_progress)  # fmt: skip
+    result = ablate(
+        args.cache, args.out, model_cfg, train_cfg, variants=variants, progress=not args.no_progress
+    )
     print(result.table())
     print(f"wrote {args.out}/ablation.md and {args.out}/ablation.json")
     return 0

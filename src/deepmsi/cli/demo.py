@@ -31,10 +31,14 @@ def run(args: argparse.Namespace) -> int:
     row = result.ablation.row
     verdict = "beats" if result.multimodal_wins else "does NOT beat"
     singles = ", ".join(f"{m.upper()} {100 * row(m).weighted_f1:.2f}" for m in SINGLES)
-    print(f"\nT+A+V weighted F1 {100 * row('tav').weighted_f1:.2f} {verdict} every single "
-          f"modality ({singles}); T+A alone: {100 * row('ta').weighted_f1:.2f}")  # fmt: skip
+    print(
+        f"\nT+A+V weighted F1 {100 * row('tav').weighted_f1:.2f} {verdict} every single "
+        f"modality ({singles}); T+A alone: {100 * row('ta').weighted_f1:.2f}"
+    )
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
     print(f"time: {stages}")
-    print(f"wrote {result.out}/report.json, confusion.png, ablation.json, ablation.md; "
-          f"run folder {result.run_dir}")  # fmt: skip
+    print(
+        f"wrote {result.out}/report.json, confusion.png, ablation.json, ablation.md; "
+        f"run folder {result.run_dir}"
+    )
     return 0

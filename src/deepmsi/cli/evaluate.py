@@ -18,21 +18,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--cache", type=Path, help="another prepared feature cache")
     src.add_argument(
-        "--dataset", metavar="SPEC",
+        "--dataset",
+        metavar="SPEC",
         help="another labelled dataset (meld:DIR, iemocap:PATH, folder:DIR), prepared first "
         "with the run's encoders",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--label-map", type=Path, metavar="FILE",
+        "--label-map",
+        type=Path,
+        metavar="FILE",
         help="JSON {old: new} or CSV old,new mapping the data's labels onto the run's",
-    )  # fmt: skip
+    )
     p.add_argument("--checkpoint", default="best", help="best (default), last or an epoch number")
     p.add_argument("--batch-size", type=int, default=64)
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepmsi.runs.folder import load_run
     from deepmsi.evaluation.scoring import evaluate
+    from deepmsi.runs.folder import load_run
 
     checkpoint = int(args.checkpoint) if args.checkpoint.isdigit() else args.checkpoint
     trained = load_run(args.run, checkpoint=checkpoint)
@@ -41,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
     if out is None:
         tag = "" if data is None else "-" + Path(str(data).rpartition(":")[2]).name
         out = args.run / f"eval{tag}-{args.split}"
-    report = evaluate(trained, data, args.split, args.label_map, out=out,
-                      batch_size=args.batch_size)  # fmt: skip
+    report = evaluate(
+        trained, data, args.split, args.label_map, out=out, batch_size=args.batch_size
+    )
     print(report.table())
     print(f"wrote {out}/report.json and {out}/confusion.png")
     return 0

@@ -16,14 +16,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--run", dest="run_dir", required=True, type=Path, help="trained run folder")
     p.add_argument("--onnx", required=True, type=Path, metavar="PATH", help="output .onnx file")
     p.add_argument("--checkpoint", default="best", help="best (default), last or an epoch number")
-    p.add_argument("--check", type=int, default=8, metavar="N",
-                   help="compare on N items of the run's cache (random inputs when the cache "
-                   "is gone); 0 skips the check")  # fmt: skip
+    p.add_argument(
+        "--check",
+        type=int,
+        default=8,
+        metavar="N",
+        help="compare on N items of the run's cache (random inputs when the cache "
+        "is gone); 0 skips the check",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from deepmsi.runs.folder import load_run
     from deepmsi.inference.export import check_feed, export_onnx
+    from deepmsi.runs.folder import load_run
 
     checkpoint = int(args.checkpoint) if args.checkpoint.isdigit() else args.checkpoint
     trained = load_run(args.run_dir, checkpoint=checkpoint)
@@ -33,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     if result.max_abs_diff is not None:
         print(f"onnxruntime vs torch on {origin}: max |diff| = {result.max_abs_diff:.2e}")
     if trained.context is not None:
-        print(f"note: the ONNX model is utterance-level; the run's {trained.context_mode} "
-              "dialogue-context head is not exported")  # fmt: skip
+        print(
+            f"note: the ONNX model is utterance-level; the run's {trained.context_mode} "
+            "dialogue-context head is not exported"
+        )
     return 0

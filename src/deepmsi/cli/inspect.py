@@ -14,13 +14,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Read a dataset, open the header of every media file, and report utterances, "
         "dialogues and labels per split, the modalities present, and every problem found.",
     )
-    p.add_argument("--dataset", required=True, metavar="SPEC",
-                   help="meld:DIR, iemocap:PATH or folder:DIR")  # fmt: skip
+    p.add_argument(
+        "--dataset", required=True, metavar="SPEC", help="meld:DIR, iemocap:PATH or folder:DIR"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument("--on-error", choices=("raise", "skip"), default="skip",
-                   help="skip (default): list every problem; raise: stop at the first")  # fmt: skip
-    p.add_argument("--no-probe", dest="probe", action="store_false",
-                   help="do not open media files, only check that they exist")  # fmt: skip
+    p.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        default="skip",
+        help="skip (default): list every problem; raise: stop at the first",
+    )
+    p.add_argument(
+        "--no-probe",
+        dest="probe",
+        action="store_false",
+        help="do not open media files, only check that they exist",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

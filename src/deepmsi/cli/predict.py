@@ -19,20 +19,37 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help="clip, audio or .txt")
     p.add_argument("--text", help="transcript of the (single) clip, or alone without INPUT")
     cut = p.add_mutually_exclusive_group()
-    cut.add_argument("--subtitles", type=Path, metavar="FILE", help=".srt or .vtt: one segment "
-                     "per cue, the cue text as transcript")  # fmt: skip
-    cut.add_argument("--window", type=float, metavar="SECONDS",
-                     help="cut the input into windows of this length")  # fmt: skip
+    cut.add_argument(
+        "--subtitles",
+        type=Path,
+        metavar="FILE",
+        help=".srt or .vtt: one segment per cue, the cue text as transcript",
+    )
+    cut.add_argument(
+        "--window", type=float, metavar="SECONDS", help="cut the input into windows of this length"
+    )
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON (a list, one per input)")
     fmt.add_argument("--csv", action="store_true", help="print CSV, one row per segment")
-    p.add_argument("--plot", type=Path, metavar="PNG", help="write the emotion timeline here "
-                   "(with several inputs, one file per input: PNG stem + _INPUT stem)")  # fmt: skip
+    p.add_argument(
+        "--plot",
+        type=Path,
+        metavar="PNG",
+        help="write the emotion timeline here "
+        "(with several inputs, one file per input: PNG stem + _INPUT stem)",
+    )
     p.add_argument("--checkpoint", default="best", help="best (default), last or an epoch number")
-    p.add_argument("--no-contributions", action="store_true",
-                   help="skip the per-modality contribution passes (faster)")  # fmt: skip
-    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
-                   help="skip: report an unusable input and go on with the others")  # fmt: skip
+    p.add_argument(
+        "--no-contributions",
+        action="store_true",
+        help="skip the per-modality contribution passes (faster)",
+    )
+    p.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        default="raise",
+        help="skip: report an unusable input and go on with the others",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,8 +69,9 @@ def run(args: argparse.Namespace) -> int:
     predictions, failed = [], 0
     for item in inputs:
         try:
-            pred = predictor.predict(item, text=args.text, subtitles=args.subtitles,
-                                     window=args.window)  # fmt: skip
+            pred = predictor.predict(
+                item, text=args.text, subtitles=args.subtitles, window=args.window
+            )
         except DeepMSIError as err:
             if args.on_error == "raise":
                 raise

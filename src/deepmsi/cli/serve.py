@@ -15,8 +15,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--run", dest="run_dir", required=True, type=Path, help="trained run folder")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-upload-mb", type=float, default=200.0,
-                   help="larger uploads are answered 413 (default 200)")  # fmt: skip
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=200.0,
+        help="larger uploads are answered 413 (default 200)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

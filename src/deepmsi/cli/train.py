@@ -22,7 +22,9 @@ def _modalities(text: str) -> str:
     try:
         return parse_modalities(letters)
     except ConfigError:
-        raise argparse.ArgumentTypeError(f"{text!r}: use any of t, a, v (e.g. tav or t,a)") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use any of t, a, v (e.g. tav or t,a)"
+        ) from None
 
 
 def _on_off(text: str) -> bool:
@@ -40,38 +42,43 @@ def add_config_options(p: argparse.ArgumentParser, *, modalities: bool = True) -
         g.add_argument("--vsc", type=_on_off, metavar="on|off", help="visual sequence compression")
     g.add_argument("--contrastive-weight", type=float, metavar="W", help="weight of the loss term")
     g.add_argument(
-        "--modality-dropout", type=float, metavar="P",
+        "--modality-dropout",
+        type=float,
+        metavar="P",
         help="probability of hiding each modality per sample while training (cpu preset: 0.2)",
-    )  # fmt: skip
+    )
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int)
     g.add_argument("--lr", type=float)
     g.add_argument("--seed", type=int)
     g.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
     g.add_argument(
-        "--class-weights", action="store_const", const=True,
+        "--class-weights",
+        action="store_const",
+        const=True,
         help="inverse-frequency class weights in the cross-entropy (off by default, as the paper)",
-    )  # fmt: skip
+    )
     g.add_argument(
-        "--context", choices=("none", "online", "offline"),
+        "--context",
+        choices=("none", "online", "offline"),
         help="after the utterance model, fit a dialogue-context head over its vectors (default "
         "none: the paper's utterance-level model). online: each turn reads past turns only, "
         "usable live; offline: reads the whole dialogue, future turns included (needs the "
         "complete dialogue before labelling)",
-    )  # fmt: skip
+    )
     g.add_argument("--device", help="auto (default), cpu or cuda[:N]")
     g.add_argument("--workers", type=int, help="data-loader worker processes (default 0)")
     g.add_argument(
-        "--threads", type=int,
+        "--threads",
+        type=int,
         help="torch threads per process (default: torch's choice; 1 is fastest on a loaded "
         "machine and under torchrun on CPU)",
-    )  # fmt: skip
+    )
 
 
 def build_configs(args: argparse.Namespace, base: tuple[Any, Any] | None = None) -> tuple[Any, Any]:
     """(ModelConfig, TrainConfig): the preset (or ``base``) with the options given applied."""
-    from deepmsi.config import model_preset
-    from deepmsi.config import train_preset
+    from deepmsi.config import model_preset, train_preset
 
     if base is None:
         model_cfg, train_cfg = model_preset(args.preset), train_preset(args.preset)
@@ -110,9 +117,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="run folder to write")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument(
-        "--protocol", choices=("standard", "kfold10"), default="standard",
+        "--protocol",
+        choices=("standard", "kfold10"),
+        default="standard",
         help="standard: the dataset's splits; kfold10: 10-fold CV, one run per fold",
-    )  # fmt: skip
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_config_options(p)
 
@@ -136,9 +145,14 @@ def run(args: argparse.Namespace) -> int:
         from deepmsi.evaluation.protocols import kfold
 
         result = kfold(
-            args.cache, args.out, model_cfg, train_cfg, folds=10, resume=args.resume,
+            args.cache,
+            args.out,
+            model_cfg,
+            train_cfg,
+            folds=10,
+            resume=args.resume,
             progress=progress,
-        )  # fmt: skip
+        )
         if main:
             print(result.table())
             print(f"wrote {args.out}/protocol.json (per-fold reports in fold_XX/eval/)")
@@ -148,8 +162,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.cache.exists():
         raise ConfigError(f"{args.cache}: no such feature cache")
-    result = train(args.cache, args.out, model_cfg, train_cfg, resume=args.resume,
-                   progress=progress)  # fmt: skip
+    result = train(
+        args.cache, args.out, model_cfg, train_cfg, resume=args.resume, progress=progress
+    )
     if main:
         dev = result.best_dev
         stop = " (stopped early)" if result.stopped_early else ""

@@ -18,10 +18,15 @@ ON_ERROR = ("raise", "skip")
 
 # Spellings of the standard splits found in the wild (labels.csv files, pickles).
 SPLIT_ALIASES = {
-    "train": "train", "training": "train",
-    "dev": "dev", "val": "dev", "valid": "dev", "validation": "dev",
-    "test": "test", "testing": "test",
-}  # fmt: skip
+    "train": "train",
+    "training": "train",
+    "dev": "dev",
+    "val": "dev",
+    "valid": "dev",
+    "validation": "dev",
+    "test": "test",
+    "testing": "test",
+}
 
 
 def check_on_error(on_error: str) -> str:

@@ -74,8 +74,12 @@ def read_iemocap_tree(
                 dialogues[dialog] = utts
                 session_of[dialog] = int(session.name[7:])
     if dropped:
-        log.info("left out %d utterances outside %s: %s", sum(dropped.values()), label_set.name,
-                 dict(dropped.most_common()))  # fmt: skip
+        log.info(
+            "left out %d utterances outside %s: %s",
+            sum(dropped.values()),
+            label_set.name,
+            dict(dropped.most_common()),
+        )
 
     train_dialogues = [d for d in dialogues if session_of[d] != TEST_SESSION]
     dev = set(held_out_groups(train_dialogues, DEV_FRACTION)) if len(train_dialogues) > 1 else set()

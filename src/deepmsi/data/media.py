@@ -280,9 +280,11 @@ class FaceCropper:
         smallest = max(20, int(self.min_face * min(grey.shape)))
         image = grey[:, ::-1] if flip else grey
         faces = cascade.detectMultiScale(
-            np.ascontiguousarray(image), scaleFactor=1.1, minNeighbors=4,
+            np.ascontiguousarray(image),
+            scaleFactor=1.1,
+            minNeighbors=4,
             minSize=(smallest, smallest),
-        )  # fmt: skip
+        )
         if len(faces) == 0:
             return None
         x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
@@ -334,8 +336,10 @@ class FaceCropper:
         for i in missing[: self.profile_tries]:
             boxes[i] = self.detect(frames[i], profile=True)
         found = [i for i, b in enumerate(boxes) if b is not None]
-        used = [boxes[min(found, key=lambda j: abs(j - i))] if found else None
-                for i in range(len(frames))]  # fmt: skip
+        used = [
+            boxes[min(found, key=lambda j: abs(j - i))] if found else None
+            for i in range(len(frames))
+        ]
         crops = np.stack([self.crop(f, b) for f, b in zip(frames, used, strict=True)])
         return crops, len(found)
 

@@ -69,14 +69,13 @@ def run_demo(
 
     ``corpus`` and ``train_overrides`` shrink or grow the demo (tests use a tiny one).
     """
-    from deepmsi.evaluation.ablation import Variant, ablate
-    from deepmsi.config import model_preset
+    from deepmsi.config import model_preset, train_preset
     from deepmsi.data import load_dataset
+    from deepmsi.data.dataset import FeatureStore
+    from deepmsi.demo.synthetic import write_corpus
+    from deepmsi.evaluation.ablation import Variant, ablate
     from deepmsi.evaluation.scoring import evaluate
     from deepmsi.features.preparation import PrepareOptions, prepare
-    from deepmsi.demo.synthetic import write_corpus
-    from deepmsi.config import train_preset
-    from deepmsi.data.dataset import FeatureStore
     from deepmsi.training.loop import train
 
     out = Path(out)
@@ -85,8 +84,11 @@ def run_demo(
     corpus_dir, cache_dir, run_dir = out / "corpus", out / "cache", out / "run"
 
     corpus_args = {**CORPUS, **(corpus or {})}
-    _timed(seconds, "corpus", lambda: write_corpus(corpus_dir, seed=seed, progress=progress,
-                                                     **corpus_args))  # fmt: skip
+    _timed(
+        seconds,
+        "corpus",
+        lambda: write_corpus(corpus_dir, seed=seed, progress=progress, **corpus_args),
+    )
     dataset = load_dataset(f"meld:{corpus_dir}")
     options = PrepareOptions(**PREPARE, progress=progress)
     _timed(seconds, "prepare", lambda: prepare(dataset, cache_dir, options))
@@ -94,15 +96,29 @@ def run_demo(
     store = FeatureStore(cache_dir)
     model_cfg = model_preset("cpu", **MODEL)
     train_cfg = train_preset("cpu", seed=seed, **{**TRAIN, **(train_overrides or {})})
-    _timed(seconds, "train", lambda: train(store, run_dir, model_cfg, train_cfg, resume=True,
-                                           progress=progress))  # fmt: skip
-    report = _timed(seconds, "evaluate", lambda: evaluate(run_dir, cache_dir, "test", out=out,
-                                                          progress=progress))  # fmt: skip
+    _timed(
+        seconds,
+        "train",
+        lambda: train(store, run_dir, model_cfg, train_cfg, resume=True, progress=progress),
+    )
+    report = _timed(
+        seconds,
+        "evaluate",
+        lambda: evaluate(run_dir, cache_dir, "test", out=out, progress=progress),
+    )
     variants = [Variant(m) for m in ABLATION] + [Variant("tav")]
     ablation = _timed(
-        seconds, "ablation",
-        lambda: ablate(store, out, model_cfg, train_cfg, variants=variants,
-                       reuse={Variant("tav"): run_dir}, progress=progress),
-    )  # fmt: skip
+        seconds,
+        "ablation",
+        lambda: ablate(
+            store,
+            out,
+            model_cfg,
+            train_cfg,
+            variants=variants,
+            reuse={Variant("tav"): run_dir},
+            progress=progress,
+        ),
+    )
     seconds["total"] = sum(seconds.values())
     return DemoResult(out, run_dir, report, ablation, seconds)

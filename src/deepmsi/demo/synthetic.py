@@ -59,9 +59,18 @@ SPLIT_DIRS = {
     "test": "output_repeated_splits_test",
 }
 COLUMNS = (
-    "Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID",
-    "Season", "Episode", "StartTime", "EndTime",
-)  # fmt: skip
+    "Sr No.",
+    "Utterance",
+    "Speaker",
+    "Emotion",
+    "Sentiment",
+    "Dialogue_ID",
+    "Utterance_ID",
+    "Season",
+    "Episode",
+    "StartTime",
+    "EndTime",
+)
 
 # (face, voice) per class. Face: mouth up / flat / down. Voice: calm (low, slow, quiet, falling),
 # bright (high, rising), harsh (loud, fast, falling, bright timbre). All seven pairs are distinct.
@@ -82,9 +91,14 @@ VOICES = ("calm", "bright", "harsh")
 # other classes and then always says neutral), so it is kept at a quarter: at 0.30 one cue alone
 # came too close to the three together.
 PRIORS = {
-    "neutral": 0.25, "joy": 0.16, "surprise": 0.13, "anger": 0.13, "sadness": 0.11,
-    "fear": 0.11, "disgust": 0.11,
-}  # fmt: skip
+    "neutral": 0.25,
+    "joy": 0.16,
+    "surprise": 0.13,
+    "anger": 0.13,
+    "sadness": 0.11,
+    "fear": 0.11,
+    "disgust": 0.11,
+}
 SENTIMENT = {"neutral": "neutral", "joy": "positive", "surprise": "positive"}  # else negative
 
 # How often each cue is absent or wrong.
@@ -131,9 +145,13 @@ SPEAKERS = (
 _SPEAKER = {s.name: s for s in SPEAKERS}
 
 SCENES = (
-    (88, 110, 140), (120, 135, 100), (140, 110, 120), (100, 100, 105), (70, 120, 125),
+    (88, 110, 140),
+    (120, 135, 100),
+    (140, 110, 120),
+    (100, 100, 105),
+    (70, 120, 125),
     (150, 140, 115),
-)  # fmt: skip
+)
 
 # ---------------------------------------------------------------------------------------------
 # Text
@@ -154,33 +172,53 @@ _BODIES = (
 # Each emotion's phrases share a keyword, so the cue is learnable from a few hundred sentences.
 _CUE_PHRASES = {
     "joy": (
-        "I'm so happy", "This makes me so happy", "Happy, happy day", "I'm really happy for you",
+        "I'm so happy",
+        "This makes me so happy",
+        "Happy, happy day",
+        "I'm really happy for you",
     ),
     "surprise": (
-        "Wow, really", "Wow, no way", "Really? Wow", "Wow, I had no idea",
+        "Wow, really",
+        "Wow, no way",
+        "Really? Wow",
+        "Wow, I had no idea",
     ),
     "fear": (
-        "I'm scared", "I'm so scared right now", "Please, I'm scared", "Don't go, I'm scared",
+        "I'm scared",
+        "I'm so scared right now",
+        "Please, I'm scared",
+        "Don't go, I'm scared",
     ),
     "sadness": (
-        "I'm so sad", "This is so sad", "I feel sad and lonely", "Sad, I just miss her",
+        "I'm so sad",
+        "This is so sad",
+        "I feel sad and lonely",
+        "Sad, I just miss her",
     ),
     "disgust": (
-        "Ew, gross", "That's so gross", "Gross, get it away", "Yuck, that's gross",
+        "Ew, gross",
+        "That's so gross",
+        "Gross, get it away",
+        "Yuck, that's gross",
     ),
     "anger": (
-        "I'm so angry", "That makes me angry", "I'm angry with you", "Angry? I'm furious",
+        "I'm so angry",
+        "That makes me angry",
+        "I'm angry with you",
+        "Angry? I'm furious",
     ),
-}  # fmt: skip
+}
 _EMOTIVE = tuple(_CUE_PHRASES)
 
 
 def _sentence(emotion: str, rng: np.random.Generator) -> str:
     """A neutral body sentence, with a cue phrase for some emotion about half of the time."""
     body = str(rng.choice(_BODIES)).format(
-        noun=rng.choice(_NOUNS), name=rng.choice(_NAMES), place=rng.choice(_PLACES),
+        noun=rng.choice(_NOUNS),
+        name=rng.choice(_NAMES),
+        place=rng.choice(_PLACES),
         time=rng.choice(_TIMES),
-    )  # fmt: skip
+    )
     if emotion == "neutral":
         cue = str(rng.choice(_EMOTIVE)) if rng.random() < NEUTRAL_TEXT_CUE else None
     elif rng.random() < TEXT_CUE:
@@ -620,11 +658,19 @@ def _write_csv(path: Path, rows: list[_Utt]) -> None:
         for i, u in enumerate(rows, start=1):
             writer.writerow(
                 [
-                    i, u.text, u.speaker, u.emotion, SENTIMENT.get(u.emotion, "negative"),
-                    u.dialogue, u.turn, u.season, u.episode, _clock(u.start),
+                    i,
+                    u.text,
+                    u.speaker,
+                    u.emotion,
+                    SENTIMENT.get(u.emotion, "negative"),
+                    u.dialogue,
+                    u.turn,
+                    u.season,
+                    u.episode,
+                    _clock(u.start),
                     _clock(u.start + u.seconds),
                 ]
-            )  # fmt: skip
+            )
 
 
 def _check(seconds: float, fps: int, width: int, height: int, sample_rate: int, workers: int):
@@ -697,6 +743,9 @@ def write_corpus(
     counts = Counter(u.split for u in utts)
     log.info(
         "synthetic corpus in %s: %s utterances; %d clips written, %d kept",
-        root, ", ".join(f"{s} {counts[s]}" for s in CSV_NAMES), written, len(utts) - written,
-    )  # fmt: skip
+        root,
+        ", ".join(f"{s} {counts[s]}" for s in CSV_NAMES),
+        written,
+        len(utts) - written,
+    )
     return root

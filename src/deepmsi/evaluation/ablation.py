@@ -13,11 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from deepmsi.config import ModelConfig
+from deepmsi.config import ModelConfig, TrainConfig
+from deepmsi.data.dataset import FeatureStore
 from deepmsi.errors import ConfigError
 from deepmsi.modalities import parse_modalities
-from deepmsi.config import TrainConfig
-from deepmsi.data.dataset import FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +49,16 @@ class Variant:
 
 
 ALL_VARIANTS: tuple[Variant, ...] = (
-    Variant("t"), Variant("a"), Variant("v"), Variant("ta"), Variant("tv"), Variant("av"),
-    Variant("tav"), Variant("tav", vsc=False), Variant("tav", contrastive=False),
-)  # fmt: skip
+    Variant("t"),
+    Variant("a"),
+    Variant("v"),
+    Variant("ta"),
+    Variant("tv"),
+    Variant("av"),
+    Variant("tav"),
+    Variant("tav", vsc=False),
+    Variant("tav", contrastive=False),
+)
 
 
 @dataclass(frozen=True)
@@ -130,8 +136,8 @@ def ablate(
     an interrupted ablation picks up where it stopped. ``reuse`` maps a variant to an existing
     run folder trained with the same configs (it is scored, not retrained).
     """
-    from deepmsi.runs.folder import load_run, read_metrics
     from deepmsi.evaluation.scoring import score
+    from deepmsi.runs.folder import load_run, read_metrics
     from deepmsi.training.loop import train
 
     train_config = train_config or TrainConfig()
@@ -157,8 +163,12 @@ def ablate(
                 v.modalities, v.vsc, v.contrastive, report.accuracy, report.weighted_f1, spe
             )
         )
-        log.info("%s: test accuracy %.2f, weighted F1 %.2f", v.title,
-                 100 * report.accuracy, 100 * report.weighted_f1)  # fmt: skip
+        log.info(
+            "%s: test accuracy %.2f, weighted F1 %.2f",
+            v.title,
+            100 * report.accuracy,
+            100 * report.weighted_f1,
+        )
     result = AblationResult(rows, out)
     out.mkdir(parents=True, exist_ok=True)
     (out / JSON_FILE).write_text(json.dumps([r.to_dict() for r in rows], indent=2) + "\n")

@@ -19,12 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from deepmsi.config import ModelConfig
+from deepmsi.config import ModelConfig, TrainConfig
+from deepmsi.data.dataset import FeatureStore
 from deepmsi.errors import ConfigError
 from deepmsi.evaluation.report import Report
 from deepmsi.evaluation.scoring import score
-from deepmsi.config import TrainConfig
-from deepmsi.data.dataset import FeatureStore
 from deepmsi.training.loop import TrainResult, train
 
 log = logging.getLogger(__name__)
@@ -51,10 +50,13 @@ class FoldResult:
             "fold": self.fold,
             "run": str(self.run_dir),
             "best_epoch": self.best_epoch,
-            "sizes": {"train": len(self.train_ids), "dev": len(self.dev_ids),
-                      "test": len(self.test_ids)},
+            "sizes": {
+                "train": len(self.train_ids),
+                "dev": len(self.dev_ids),
+                "test": len(self.test_ids),
+            },
             "report": self.report.to_dict(),
-        }  # fmt: skip
+        }
 
 
 @dataclass(frozen=True)
@@ -114,9 +116,15 @@ def _fit_and_score(
     from deepmsi.runs.folder import load_run
 
     result: TrainResult = train(
-        store, run_dir, model_config, train_config, resume=resume,
-        train_ids=train_ids, dev_ids=dev_ids, progress=progress,
-    )  # fmt: skip
+        store,
+        run_dir,
+        model_config,
+        train_config,
+        resume=resume,
+        train_ids=train_ids,
+        dev_ids=dev_ids,
+        progress=progress,
+    )
     run = load_run(run_dir)
     by_id = {r.id: r for r in store.records()}
     report = score(run, store, [by_id[i] for i in test_ids], split=split_name)
@@ -142,10 +150,18 @@ def standard(
     if not test_ids:
         raise ConfigError(f"{store.cache.path}: no labelled test split; use --protocol kfold10")
     fold = _fit_and_score(
-        store, Path(out), 0, model_config, train_config or TrainConfig(),
-        train_ids=None, dev_ids=None, test_ids=test_ids, split_name="test",
-        resume=resume, progress=progress,
-    )  # fmt: skip
+        store,
+        Path(out),
+        0,
+        model_config,
+        train_config or TrainConfig(),
+        train_ids=None,
+        dev_ids=None,
+        test_ids=test_ids,
+        split_name="test",
+        resume=resume,
+        progress=progress,
+    )
     return _write(Path(out), _summarise("standard", [fold]))
 
 
@@ -199,10 +215,17 @@ def kfold(
     labels = [r.label for r in records]
     results = []
     for i, (rest, test) in enumerate(kfold_splits(labels, folds, train_config.seed)):
-        inner_tr, inner_dev = inner_split([labels[j] for j in rest], dev_fraction,
-                                          train_config.seed + i)  # fmt: skip
-        log.info("fold %d/%d: train %d, validation %d, test %d", i + 1, folds,
-                 len(inner_tr), len(inner_dev), len(test))  # fmt: skip
+        inner_tr, inner_dev = inner_split(
+            [labels[j] for j in rest], dev_fraction, train_config.seed + i
+        )
+        log.info(
+            "fold %d/%d: train %d, validation %d, test %d",
+            i + 1,
+            folds,
+            len(inner_tr),
+            len(inner_dev),
+            len(test),
+        )
         results.append(
             _fit_and_score(
                 store,
@@ -216,7 +239,7 @@ def kfold(
                 split_name=f"fold {i}",
                 resume=resume,
                 progress=progress,
-            )  # fmt: skip
+            )
         )
     return _write(Path(out), _summarise(f"kfold{folds}", results))
 

@@ -98,10 +98,14 @@ def plot_confusion(
     for i in range(k):
         for j in range(k):
             ax.text(
-                j, i, f"{100 * norm[i, j]:.0f}%\n({int(cm[i, j])})",
-                ha="center", va="center", fontsize=8,
+                j,
+                i,
+                f"{100 * norm[i, j]:.0f}%\n({int(cm[i, j])})",
+                ha="center",
+                va="center",
+                fontsize=8,
                 color="white" if norm[i, j] > 0.55 else "black",
-            )  # fmt: skip
+            )
     ax.set_xticks(range(k), labels, rotation=45, ha="right")
     ax.set_yticks(range(k), labels)
     ax.set_xlabel("predicted")

@@ -71,7 +71,7 @@ def score(
     batch_size: int = 64,
     progress: bool = False,
 ) -> Report:
-    """Score ``records`` of a feature store (:class:`deepmsi.data.dataset.FeatureStore`) with ``run``.
+    """Score ``records`` of a :class:`~deepmsi.data.dataset.FeatureStore` with ``run``.
 
     A run with a dialogue-context head reads each dialogue made of ``records`` alone, so no
     other split's turns reach a prediction.
@@ -82,19 +82,28 @@ def score(
     if left_out:
         log.warning(
             "left out %d utterances whose label is not in %s: %s",
-            sum(left_out.values()), run.labels.name, left_out,
-        )  # fmt: skip
+            sum(left_out.values()),
+            run.labels.name,
+            left_out,
+        )
     if not kept:
         raise DataError(store.cache.path, f"no utterance of split {split!r} has a scorable label")
     dataset = FeatureDataset(store, kept, run.model_config, targets=targets)
     device = next(run.model.parameters()).device
     with torch.inference_mode():
         if run.context is None:
-            probs = predict_dataset(run.model, dataset, batch_size=batch_size, device=device,
-                                    progress=progress).probs  # fmt: skip
+            probs = predict_dataset(
+                run.model, dataset, batch_size=batch_size, device=device, progress=progress
+            ).probs
         else:
-            probs = context_probabilities(run.model, run.context, dataset, batch_size=batch_size,
-                                          device=device, progress=progress)  # fmt: skip
+            probs = context_probabilities(
+                run.model,
+                run.context,
+                dataset,
+                batch_size=batch_size,
+                device=device,
+                progress=progress,
+            )
     m = compute_metrics(dataset.targets, probs.argmax(axis=1), run.labels.names)
     return Report(**m.to_dict(), split=split, left_out=left_out, context=run.context_mode)
 
@@ -162,9 +171,14 @@ def evaluate(
         if not records:
             raise DataError(cache.path, f"no utterances in split {split!r}")
         report = score(
-            run, store, records, split=split, label_map=label_map,
-            batch_size=batch_size, progress=progress,
-        )  # fmt: skip
+            run,
+            store,
+            records,
+            split=split,
+            label_map=label_map,
+            batch_size=batch_size,
+            progress=progress,
+        )
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -21,7 +21,6 @@ renamed, so a folder that exists is finished; asking again with the same options
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -46,6 +45,8 @@ from deepmsi.features.text import (
     resolve_text_model,
     with_past_turns,
 )
+from deepmsi.metrics import compute_metrics
+from deepmsi.selection import BestOnDev
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,14 @@ class FinetuneOptions:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name, low in (("past", 0), ("max_len", 8), ("frozen_layers", 0), ("epochs", 1),
-                          ("batch_size", 1), ("threads", 0)):  # fmt: skip
+        for name, low in (
+            ("past", 0),
+            ("max_len", 8),
+            ("frozen_layers", 0),
+            ("epochs", 1),
+            ("batch_size", 1),
+            ("threads", 0),
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"finetune {name} must be an integer >= {low}, got {value!r}")
@@ -176,8 +183,9 @@ def _examples(dataset: Dataset, past: int) -> _Examples:
     """Pairs for the utterances with text; train and dev rows (dev carved from train if absent)."""
     texts = [u for u in dataset.utterances if u.text and u.text.strip()]
     if not texts:
-        raise DataError(dataset.name, "no utterance has text: fine-tuning the text encoder needs "
-                        "transcripts")  # fmt: skip
+        raise DataError(
+            dataset.name, "no utterance has text: fine-tuning the text encoder needs transcripts"
+        )
     items = with_past_turns(dataset.utterances, past)
     names = list(dataset.labels.names)
     labels = np.array([names.index(u.label) if u.label in names else -1 for u in texts])
@@ -185,18 +193,27 @@ def _examples(dataset: Dataset, past: int) -> _Examples:
     labelled = labels >= 0
     train = labelled & (splits == "train")
     if not train.any():
-        raise DataError(dataset.name, "no labelled utterance with text in the train split: "
-                        "nothing to fine-tune the text encoder on")  # fmt: skip
+        raise DataError(
+            dataset.name,
+            "no labelled utterance with text in the train split: "
+            "nothing to fine-tune the text encoder on",
+        )
     dev = labelled & (splits == "dev")
     if not dev.any():
         held = _held_out([u.dialogue_id for u, t in zip(texts, train, strict=True) if t])
         if not held:
-            raise DataError(dataset.name, "no dev split and fewer than 2 train dialogues to hold "
-                            "one out: cannot choose the fine-tuning epoch")  # fmt: skip
+            raise DataError(
+                dataset.name,
+                "no dev split and fewer than 2 train dialogues to hold "
+                "one out: cannot choose the fine-tuning epoch",
+            )
         dev = train & np.array([u.dialogue_id in held for u in texts])
         train &= ~dev
-        log.info("no dev split: %d of the train dialogues (%d utterances) choose the epoch",
-                 len(held), int(dev.sum()))  # fmt: skip
+        log.info(
+            "no dev split: %d of the train dialogues (%d utterances) choose the epoch",
+            len(held),
+            int(dev.sum()),
+        )
     return _Examples(
         [u.id for u in texts],
         [items[u.id].pair(past) for u in texts],
@@ -274,14 +291,19 @@ def _load_base(options: FinetuneOptions, num_classes: int):
     tokenizer, encoder = load_pretrained("text", source, AutoTokenizer, AutoModel)
     layers = getattr(getattr(encoder, "encoder", None), "layer", None)
     if not hasattr(encoder, "embeddings") or layers is None:
-        raise ConfigError(f"cannot fine-tune {options.base!r}: not a BERT-like encoder "
-                          "(embeddings + encoder.layer)")  # fmt: skip
+        raise ConfigError(
+            f"cannot fine-tune {options.base!r}: not a BERT-like encoder "
+            "(embeddings + encoder.layer)"
+        )
     if getattr(encoder.config, "type_vocab_size", 0) < 2:
-        raise ConfigError(f"cannot fine-tune {options.base!r}: it has no token types to tell the "
-                          "utterance from its context")  # fmt: skip
+        raise ConfigError(
+            f"cannot fine-tune {options.base!r}: it has no token types to tell the "
+            "utterance from its context"
+        )
     if options.frozen_layers > len(layers):
-        raise ConfigError(f"frozen_layers {options.frozen_layers} > the {len(layers)} layers of "
-                          f"{options.base!r}")  # fmt: skip
+        raise ConfigError(
+            f"frozen_layers {options.frozen_layers} > the {len(layers)} layers of {options.base!r}"
+        )
     return tokenizer, TextClassifier(encoder, num_classes, options.frozen_layers)
 
 
@@ -396,70 +418,56 @@ def _optimizer(model, options: FinetuneOptions) -> torch.optim.Optimizer:
     no_decay = ("bias", "LayerNorm.weight")
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [
-        {"params": [p for n, p in named if not n.endswith(no_decay)],
-         "weight_decay": options.weight_decay},
+        {
+            "params": [p for n, p in named if not n.endswith(no_decay)],
+            "weight_decay": options.weight_decay,
+        },
         {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]  # fmt: skip
+    ]
     return torch.optim.AdamW(groups, lr=options.lr)
 
 
 def _finetune(dataset, ex: _Examples, out_dir, options, states_cache, predict_all):
-    from tqdm import tqdm
     from transformers import get_linear_schedule_with_warmup
-
-    from deepmsi.metrics import compute_metrics
 
     t_start = time.perf_counter()
     names = list(dataset.labels.names)
     _seed_all(options.seed)
     tokenizer, model = _load_base(options, len(names))
     enc = _tokenize(tokenizer, ex.pairs, options.max_len)
-    log.info("fine-tuning %s on %d utterances (%d train, %d dev), mean input %.1f tokens",
-             options.base, len(ex.pairs), len(ex.train), len(ex.dev),
-             enc["lengths"].mean())  # fmt: skip
-    t0 = time.perf_counter()
-    states = _cached_states(
-        model, enc, Path(states_cache) if states_cache else None, options.progress
+    log.info(
+        "fine-tuning %s on %d utterances (%d train, %d dev), mean input %.1f tokens",
+        options.base,
+        len(ex.pairs),
+        len(ex.train),
+        len(ex.dev),
+        enc["lengths"].mean(),
     )
+    t0 = time.perf_counter()
+    cache_path = Path(states_cache) if states_cache else None
+    states = _cached_states(model, enc, cache_path, options.progress)
     lower_seconds = time.perf_counter() - t0
     opt = _optimizer(model, options)
     rng = np.random.default_rng(options.seed)
     steps = options.epochs * int(np.ceil(len(ex.train) / options.batch_size))
     sched = get_linear_schedule_with_warmup(opt, int(options.warmup * steps), steps)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    best: tuple[float, int, dict] | None = None
+    selection = BestOnDev(keep_weights=True)
     history: list[EpochScore] = []
     for epoch in range(1, options.epochs + 1):
-        model.train()
         t0 = time.perf_counter()
-        total = 0.0
         batches = _batches(enc["lengths"][ex.train], options.batch_size, True, rng)
-        bar = tqdm(batches, desc=f"fine-tune epoch {epoch}/{options.epochs}", unit="batch",
-                   disable=not options.progress, mininterval=5)  # fmt: skip
-        for i, b in enumerate(bar):
-            rows = ex.train[b]
-            _, logits = model(*_collate(states, rows))
-            loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(ex.labels[rows]))
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad()
-            total += loss.item()
-            bar.set_postfix(loss=f"{total / (i + 1):.4f}", refresh=False)
-        bar.close()
+        loss = _fit_epoch(model, opt, sched, states, ex, batches, options, epoch)
         seconds = time.perf_counter() - t0
         _, dev_logits = _predict(model, states, ex.dev)
         m = compute_metrics(ex.labels[ex.dev], dev_logits.argmax(1), names)
-        history.append(EpochScore(epoch, total / max(1, len(batches)), m.weighted_f1, m.accuracy,
-                                  round(seconds, 1)))  # fmt: skip
-        log.info("fine-tune epoch %d: %.0f s, train loss %.4f, dev weighted F1 %.4f, accuracy "
-                 "%.4f", epoch, seconds, history[-1].train_loss, m.weighted_f1,
-                 m.accuracy)  # fmt: skip
-        if best is None or m.weighted_f1 > best[0]:
-            best = (m.weighted_f1, epoch, copy.deepcopy(model.state_dict()))
-    assert best is not None
-    model.load_state_dict(best[2])
+        history.append(EpochScore(epoch, loss, m.weighted_f1, m.accuracy, round(seconds, 1)))
+        log.info(
+            "fine-tune epoch %d: %.0f s, train loss %.4f, dev weighted F1 %.4f, accuracy %.4f",
+            *(epoch, seconds, loss, m.weighted_f1, m.accuracy),
+        )
+        selection.update(epoch, m.weighted_f1, model=model)
+    selection.restore(model)
+    best_epoch, best_f1 = selection.best_epoch, selection.best_score
     spec = {
         "past": options.past,
         "pooling": "target",
@@ -467,21 +475,52 @@ def _finetune(dataset, ex: _Examples, out_dir, options, states_cache, predict_al
         "base": options.base,
         "labels": names,
         "dataset": dataset.name,
-        "best_epoch": best[1],
-        "dev_weighted_f1": best[0],
+        "best_epoch": best_epoch,
+        "dev_weighted_f1": best_f1,
         "epochs": [dataclasses.asdict(h) for h in history],
         "options": options.recipe(),
     }
     _save(out_dir, model, tokenizer, spec)
-    log.info("fine-tuned text encoder: %s (epoch %d, dev weighted F1 %.4f)", out_dir, best[1],
-             best[0])  # fmt: skip
+    log.info(
+        "fine-tuned text encoder: %s (epoch %d, dev weighted F1 %.4f)", out_dir, best_epoch, best_f1
+    )
     ids = embeddings = logits = None
     if predict_all:
         ids = ex.ids
         embeddings, logits = _predict(model, states, np.arange(len(ex.pairs)))
-    return FinetuneResult(out_dir, best[1], best[0], history, True,
-                          time.perf_counter() - t_start, lower_seconds, ids, embeddings,
-                          logits)  # fmt: skip
+    seconds = time.perf_counter() - t_start
+    return FinetuneResult(
+        out_dir, best_epoch, best_f1, history, True, seconds, lower_seconds, ids, embeddings, logits
+    )
+
+
+def _fit_epoch(model, opt, sched, states: list, ex: _Examples, batches, options, epoch) -> float:
+    """One pass over the training batches; the mean loss per batch."""
+    from tqdm import tqdm
+
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    total = 0.0
+    bar = tqdm(
+        batches,
+        desc=f"fine-tune epoch {epoch}/{options.epochs}",
+        unit="batch",
+        disable=not options.progress,
+        mininterval=5,
+    )
+    for i, b in enumerate(bar):
+        rows = ex.train[b]
+        _, logits = model(*_collate(states, rows))
+        loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(ex.labels[rows]))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        total += loss.item()
+        bar.set_postfix(loss=f"{total / (i + 1):.4f}", refresh=False)
+    bar.close()
+    return total / max(1, len(batches))
 
 
 # ---- the folder ------------------------------------------------------------------------------
@@ -513,8 +552,11 @@ def _finished(out_dir: Path, dataset: Dataset, options: FinetuneOptions) -> Fine
         return None
     path = out_dir / FINETUNED_CONFIG
     if not path.is_file():
-        raise DataError(out_dir, f"exists and is not a fine-tuned text encoder (no "
-                        f"{FINETUNED_CONFIG}); choose another folder or delete it")  # fmt: skip
+        raise DataError(
+            out_dir,
+            f"exists and is not a fine-tuned text encoder (no "
+            f"{FINETUNED_CONFIG}); choose another folder or delete it",
+        )
     try:
         spec = json.loads(path.read_text(encoding="utf-8"))
         history = [EpochScore(**h) for h in spec["epochs"]]
@@ -524,9 +566,15 @@ def _finished(out_dir: Path, dataset: Dataset, options: FinetuneOptions) -> Fine
     asked = {**options.recipe(), "dataset": dataset.name, "labels": list(dataset.labels.names)}
     diff = [f"{k} {old.get(k)!r}, asked {v!r}" for k, v in asked.items() if old.get(k) != v]
     if diff:
-        raise ConfigError(f"{out_dir} was fine-tuned differently ({'; '.join(diff[:3])}); "
-                          "delete it or choose another folder")  # fmt: skip
-    log.info("%s: fine-tuned text encoder already there (epoch %d), reusing it", out_dir,
-             spec["best_epoch"])  # fmt: skip
-    return FinetuneResult(out_dir, int(spec["best_epoch"]), float(spec["dev_weighted_f1"]),
-                          history, trained=False)  # fmt: skip
+        raise ConfigError(
+            f"{out_dir} was fine-tuned differently ({'; '.join(diff[:3])}); "
+            "delete it or choose another folder"
+        )
+    log.info(
+        "%s: fine-tuned text encoder already there (epoch %d), reusing it",
+        out_dir,
+        spec["best_epoch"],
+    )
+    return FinetuneResult(
+        out_dir, int(spec["best_epoch"]), float(spec["dev_weighted_f1"]), history, trained=False
+    )

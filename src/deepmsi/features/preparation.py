@@ -52,8 +52,8 @@ from deepmsi.features.encoders import build_encoders
 from deepmsi.modalities import parse_modalities
 
 if TYPE_CHECKING:
-    from deepmsi.features.text import DialogueText
     from deepmsi.features.finetune import FinetuneOptions
+    from deepmsi.features.text import DialogueText
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,9 @@ class PrepareOptions:
                     f"finetune_text.base {self.finetune_text.base!r} differs from "
                     f"text_encoder {self.text_encoder!r}; the base is text_encoder"
                 )
-            object.__setattr__(self, "finetune_text",
-                               self.finetune_text.replace(base=self.text_encoder))  # fmt: skip
+            object.__setattr__(
+                self, "finetune_text", self.finetune_text.replace(base=self.text_encoder)
+            )
 
     @property
     def num_workers(self) -> int:
@@ -123,10 +124,12 @@ class PrepareOptions:
             image_size=manifest.get("image_size") or default.image_size,
             sample_rate=manifest.get("sample_rate") or default.sample_rate,
             modalities="".join(
-                m for m, present in zip("tav", (text, audio, manifest.get("frames")), strict=True)
+                m
+                for m, present in zip("tav", (text, audio, manifest.get("frames")), strict=True)
                 if present
-            ) or "tav",
-        ).replace(**overrides)  # fmt: skip
+            )
+            or "tav",
+        ).replace(**overrides)
 
 
 @dataclass(frozen=True)
@@ -164,7 +167,9 @@ def _encoders(dataset: Dataset, options: PrepareOptions, text_source: str | None
     """The text and audio encoders the dataset needs (None where no utterance has that input);
     ``text_source`` replaces ``options.text_encoder`` (a fine-tuned folder)."""
     has = {m: any(m in u.modalities for u in dataset.utterances) for m in ("text", "audio")}
-    text = (text_source or options.text_encoder) if "t" in options.modalities and has["text"] else None
+    text = (
+        (text_source or options.text_encoder) if "t" in options.modalities and has["text"] else None
+    )
     audio = options.audio_encoder if "a" in options.modalities and has["audio"] else None
     encoders = build_encoders(text, audio, sample_rate=options.sample_rate)
     return encoders.text, encoders.audio
@@ -336,8 +341,11 @@ def prepare(
         _run(todo, out, options, text_enc, audio_enc, problems, failed, dialogue)
     finally:
         seconds = time.perf_counter() - t0
-        done = [u for u in dataset.utterances if u.id not in failed
-                and (items / f"{item_key(u.id)}.npz").is_file()]  # fmt: skip
+        done = [
+            u
+            for u in dataset.utterances
+            if u.id not in failed and (items / f"{item_key(u.id)}.npz").is_file()
+        ]
         write_jsonl(out / UTTERANCES, [record_to_dict(u) for u in done])
         write_jsonl(out / PROBLEMS, [p.to_dict() for p in problems])
     cache = FeatureCache(out)
@@ -351,8 +359,14 @@ def prepare(
     result = PrepareResult(cache, len(todo) - len(failed), cached, problems, faces, total, seconds)
     log.info(
         "%s: %d prepared (%.2f/s), %d cached, %d problems; faces found in %d of %d frames",
-        out, result.prepared, result.per_second, cached, len(problems), faces, total,
-    )  # fmt: skip
+        out,
+        result.prepared,
+        result.per_second,
+        cached,
+        len(problems),
+        faces,
+        total,
+    )
     return result
 
 
@@ -370,20 +384,25 @@ def _run(todo, out, options, text_enc, audio_enc, problems, failed, dialogue=Non
 
     jobs = [
         _Job(
-            u, options.frames, options.image_size, options.sample_rate,
-            audio=audio_enc is not None, video="v" in options.modalities,
+            u,
+            options.frames,
+            options.image_size,
+            options.sample_rate,
+            audio=audio_enc is not None,
+            video="v" in options.modalities,
             encoder=audio_enc if audio_enc is not None and audio_enc.in_worker else None,
         )
         for u in todo
-    ]  # fmt: skip
+    ]
     bar = tqdm(total=len(todo), unit="utt", desc="prepare", disable=not options.progress)
     results = _decoded(jobs, options.num_workers)
     try:
         for lo in range(0, len(todo), CHUNK):
             chunk = todo[lo : lo + CHUNK]
             decoded = [next(results) for _ in chunk]
-            _save_chunk(chunk, decoded, out, options, text_enc, audio_enc, problems, failed,
-                        dialogue)  # fmt: skip
+            _save_chunk(
+                chunk, decoded, out, options, text_enc, audio_enc, problems, failed, dialogue
+            )
             bar.update(len(chunk))
     finally:
         results.close()
@@ -391,9 +410,16 @@ def _run(todo, out, options, text_enc, audio_enc, problems, failed, dialogue=Non
 
 
 def _save_chunk(
-    chunk, decoded, out, options, text_enc, audio_enc, problems, failed,
+    chunk,
+    decoded,
+    out,
+    options,
+    text_enc,
+    audio_enc,
+    problems,
+    failed,
     dialogue: dict[str, DialogueText] | None = None,
-) -> None:  # fmt: skip
+) -> None:
     """Encode a chunk's text (and neural audio) in batches, then write each good item; with
     ``on_error="raise"`` the first bad item is raised after the good ones are saved.
     ``dialogue`` (utterance id -> text with past turns) feeds a dialogue text encoder."""

@@ -146,8 +146,11 @@ class TextEncoder:
         except (ValueError, KeyError, TypeError) as err:
             raise DataError(path, f"malformed fine-tuned encoder description: {err}") from None
         if pooling not in POOLINGS or past < 0 or max_len < 8:
-            raise DataError(path, f"unsupported pooling {pooling!r}, past {past} or max_len "
-                            f"{max_len} (pooling: {', '.join(POOLINGS)})")  # fmt: skip
+            raise DataError(
+                path,
+                f"unsupported pooling {pooling!r}, past {past} or max_len "
+                f"{max_len} (pooling: {', '.join(POOLINGS)})",
+            )
         return spec
 
     @property
@@ -163,8 +166,9 @@ class TextEncoder:
     def version(self) -> str:
         """Changes whenever the weights or architecture behind ``name`` change."""
         model = self._loaded[1]
-        digest = hashlib.sha1(json.dumps(model.config.to_dict(), sort_keys=True,
-                                         default=str).encode())  # fmt: skip
+        digest = hashlib.sha1(
+            json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode()
+        )
         tensors = list(model.state_dict().values())
         for tensor in tensors[:4] + tensors[-2:]:  # a sample of the weights: cheap, and enough
             digest.update(tensor.detach().float().numpy().tobytes()[:4096])

@@ -249,8 +249,12 @@ def _stack_items(model: nn.Module, items: list) -> dict[str, np.ndarray]:
         arrays = [getattr(it, "frames" if name == "video" else name) for it in items]
         ok = [a is not None and tuple(a.shape) == shapes[name] for a in arrays]
         dtype = np.uint8 if name == "video" else np.float32
-        x = np.stack([a.astype(dtype) if k else np.zeros(shapes[name], dtype)
-                      for a, k in zip(arrays, ok, strict=True)])  # fmt: skip
+        x = np.stack(
+            [
+                a.astype(dtype) if k else np.zeros(shapes[name], dtype)
+                for a, k in zip(arrays, ok, strict=True)
+            ]
+        )
         if name == "video":
             x = frames_to_float(x).numpy()  # [B, F, 3, S, S]
         feed[key] = x

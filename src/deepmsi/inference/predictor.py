@@ -110,8 +110,11 @@ class Predictor:
         run = load_run(run_dir, checkpoint=checkpoint)
         log.info(
             "loaded %s (epoch %s, modalities %s, dialogue context %s)",
-            run_dir, run.epoch, run.model_config.modalities, run.context_mode,
-        )  # fmt: skip
+            run_dir,
+            run.epoch,
+            run.model_config.modalities,
+            run.context_mode,
+        )
         return cls(run, contributions=contributions)
 
     # ---- public -----------------------------------------------------------------------------
@@ -138,8 +141,10 @@ class Predictor:
         spans = self._spans(media, text, subtitles, window)
         inputs = self._encode(media, spans)
         if not any(v.any() for v in inputs.present.values()):
-            raise DataError(media or "input", "has none of the modalities this model uses "
-                            f"({', '.join(self.modalities)})")  # fmt: skip
+            raise DataError(
+                media or "input",
+                f"has none of the modalities this model uses ({', '.join(self.modalities)})",
+            )
         speakers = speaker_indices([s.speaker or "" for s in spans])
         probs, contributions = self._classify(inputs, speakers)
         segments = []
@@ -173,8 +178,10 @@ class Predictor:
         if subtitles is not None and window is not None:
             raise ConfigError("give subtitles or a window length, not both")
         if text is not None and (subtitles is not None or window is not None):
-            raise ConfigError("a transcript (--text) belongs to a single clip; with subtitles the "
-                              "cues are the transcript")  # fmt: skip
+            raise ConfigError(
+                "a transcript (--text) belongs to a single clip; with subtitles the "
+                "cues are the transcript"
+            )
         if subtitles is not None:
             return [_Span(c.start, c.end, c.text or None, c.speaker) for c in subtitles]
         if window is not None:
@@ -287,8 +294,9 @@ class Predictor:
         with torch.inference_mode():
             for lo in range(0, n, BATCH):
                 idx = slice(lo, min(n, lo + BATCH))
-                out = self.model(**_tensors(inputs, idx),
-                                 present={k: v[idx] for k, v in present.items()})  # fmt: skip
+                out = self.model(
+                    **_tensors(inputs, idx), present={k: v[idx] for k, v in present.items()}
+                )
                 probs.append(torch.softmax(out.logits.float(), dim=-1).numpy())
                 joint.append(out.joint)  # [b, M*P]
             if self.context is None:

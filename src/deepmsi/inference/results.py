@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 __all__ = ["Prediction", "Segment", "format_csv", "format_json", "format_table"]
 
 
-
 @dataclass(frozen=True)
 class Segment:
     """One classified stretch of an input.
@@ -55,9 +54,14 @@ class Segment:
     @classmethod
     def from_dict(cls, d: dict) -> Segment:
         return cls(
-            d["start"], d["end"], d["text"], d["label"], dict(d["probabilities"]),
-            tuple(d["modalities"]), dict(d.get("contributions", {})),
-        )  # fmt: skip
+            d["start"],
+            d["end"],
+            d["text"],
+            d["label"],
+            dict(d["probabilities"]),
+            tuple(d["modalities"]),
+            dict(d.get("contributions", {})),
+        )
 
 
 @dataclass(frozen=True)

@@ -141,16 +141,19 @@ class DeepMSI(nn.Module):
         """
         b = next(m.shape[0] for m in mask.values())
         features = {
-            n: self._fill(n, None if inputs[n] is None else self.input_norms[n](inputs[n]),
-                          mask[n], b)
-            for n in ("text", "audio") if n in mask
-        }  # fmt: skip
+            n: self._fill(
+                n, None if inputs[n] is None else self.input_norms[n](inputs[n]), mask[n], b
+            )
+            for n in ("text", "audio")
+            if n in mask
+        }
         if self.video is not None:
             guidance = self.guidance(features) if self.guidance is not None else None
             frames = inputs["video"]
             if traceable:
-                features["video"] = self._fill("video", self.video(frames, guidance),
-                                               mask["video"], b)  # fmt: skip
+                features["video"] = self._fill(
+                    "video", self.video(frames, guidance), mask["video"], b
+                )
             else:
                 features["video"] = self._encode_video(frames, guidance, mask["video"], b)
 

@@ -229,10 +229,18 @@ class SwinV2Stage(nn.Module):
         for i in range(depth):
             keep = targets.pop(0) if (targets and i % 2 == 0) else None
             block = SwinV2Block(
-                dim, num_heads, grid, window, shifted=i % 2 == 1, mlp_ratio=mlp_ratio,
-                cpb_hidden=cpb_hidden, drop_path=drop_path[i], keep_grid=keep,
-                vsc_threshold=vsc_threshold, vsc_alpha=vsc_alpha,
-            )  # fmt: skip
+                dim,
+                num_heads,
+                grid,
+                window,
+                shifted=i % 2 == 1,
+                mlp_ratio=mlp_ratio,
+                cpb_hidden=cpb_hidden,
+                drop_path=drop_path[i],
+                keep_grid=keep,
+                vsc_threshold=vsc_threshold,
+                vsc_alpha=vsc_alpha,
+            )
             self.blocks.append(block)
             grid = block.out_grid
         self.out_grid = grid
@@ -267,12 +275,20 @@ class SwinV2(nn.Module):
             for i, depth in enumerate(cfg.depths):
                 start = sum(cfg.depths[:i])
                 stage = SwinV2Stage(
-                    in_dim=dims[max(i - 1, 0)], dim=dims[i], in_grid=grid, depth=depth,
-                    num_heads=cfg.num_heads[i], window=cfg.window_size, mlp_ratio=cfg.mlp_ratio,
-                    cpb_hidden=cfg.cpb_hidden, drop_path=rates[start : start + depth],
-                    downsample=i > 0, vsc_grids=cfg.vsc_grids if vsc and i == VSC_STAGE else (),
-                    vsc_threshold=cfg.vsc_threshold, vsc_alpha=cfg.vsc_alpha,
-                )  # fmt: skip
+                    in_dim=dims[max(i - 1, 0)],
+                    dim=dims[i],
+                    in_grid=grid,
+                    depth=depth,
+                    num_heads=cfg.num_heads[i],
+                    window=cfg.window_size,
+                    mlp_ratio=cfg.mlp_ratio,
+                    cpb_hidden=cfg.cpb_hidden,
+                    drop_path=rates[start : start + depth],
+                    downsample=i > 0,
+                    vsc_grids=cfg.vsc_grids if vsc and i == VSC_STAGE else (),
+                    vsc_threshold=cfg.vsc_threshold,
+                    vsc_alpha=cfg.vsc_alpha,
+                )
                 self.stages.append(stage)
                 grid = stage.out_grid
         except ValueError as err:

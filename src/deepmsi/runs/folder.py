@@ -258,8 +258,11 @@ def load_context(
     if utterance_epoch is not None and fitted_on is not None and int(fitted_on) != utterance_epoch:
         log.warning(
             "%s: the context head was fitted on epoch %s's vectors, not epoch %d's; "
-            "predicting utterance by utterance", run_dir, fitted_on, utterance_epoch,
-        )  # fmt: skip
+            "predicting utterance by utterance",
+            run_dir,
+            fitted_on,
+            utterance_epoch,
+        )
         return None
     head = DialogueContext(cfg)
     load_weights(head, path)
@@ -295,8 +298,11 @@ def load_run(path: str | Path, *, checkpoint: str | int = "best", device: str = 
     model.to(device).eval()
     context = load_context(run_dir, utterance_epoch=loaded_epoch, device=device)
     if context is None and config.train_config.context != "none":
-        log.warning("%s: trained with --context %s but has no usable context head",
-                    run_dir, config.train_config.context)  # fmt: skip
+        log.warning(
+            "%s: trained with --context %s but has no usable context head",
+            run_dir,
+            config.train_config.context,
+        )
     return Run(
         path=run_dir,
         model=model,

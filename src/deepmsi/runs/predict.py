@@ -133,8 +133,9 @@ def predict_dialogues(
     probs = np.zeros((vectors.shape[0], head.cfg.num_classes), np.float32)
     for lo in range(0, len(dialogues), PREDICT_DIALOGUES):
         chunk = dialogues[lo : lo + PREDICT_DIALOGUES]
-        x, spk, mask = pad_dialogues([vectors[list(d.rows)] for d in chunk],
-                                     [d.speakers for d in chunk])  # fmt: skip
+        x, spk, mask = pad_dialogues(
+            [vectors[list(d.rows)] for d in chunk], [d.speakers for d in chunk]
+        )
         logits = head(x.to(device), spk.to(device), mask.to(device))  # [B, T, K]
         p = torch.softmax(logits.float(), dim=-1)[mask.to(device)].cpu().numpy()  # [sum T_i, K]
         probs[np.concatenate([d.rows for d in chunk])] = p
@@ -153,6 +154,7 @@ def context_probabilities(
 ) -> np.ndarray:
     """Probabilities [N, K] of a ``FeatureDataset``'s records, each dialogue (made of those
     records only) read by ``head`` over the utterance model's joint vectors."""
-    pred = predict_dataset(model, dataset, batch_size=batch_size, device=device,
-                           progress=progress, joint=True)  # fmt: skip
+    pred = predict_dataset(
+        model, dataset, batch_size=batch_size, device=device, progress=progress, joint=True
+    )
     return predict_dialogues(head, torch.from_numpy(pred.joint), group_dialogues(dataset.records))

@@ -1,2 +1,4 @@
-"""Training: the loop (:mod:`.loop`), best-on-dev selection (:mod:`.selection`) and the optional
-dialogue-context stage (:mod:`.context`). The entry point is :func:`deepmsi.train`."""
+"""Training: the loop (:mod:`.loop`) and the optional dialogue-context stage (:mod:`.context`).
+
+The entry point is :func:`deepmsi.train`; epochs are chosen by :class:`deepmsi.selection.BestOnDev`.
+"""

@@ -31,8 +31,8 @@ from deepmsi.distributed import DistInfo
 from deepmsi.errors import ConfigError
 from deepmsi.metrics import compute_metrics
 from deepmsi.models.context import KINDS, ContextConfig, DialogueContext, pad_dialogues
-from deepmsi.runs.predict import Dialogue, group_dialogues, predict_dialogues, predict_dataset
-from deepmsi.training.selection import BestOnDev
+from deepmsi.runs.predict import Dialogue, group_dialogues, predict_dataset, predict_dialogues
+from deepmsi.selection import BestOnDev
 
 log = logging.getLogger(__name__)
 
@@ -187,14 +187,32 @@ def fit_context(
     """
     parts = []
     for ds in (train_ds, dev_ds):
-        pred = predict_dataset(model, ds, batch_size=batch_size, device=device, info=info,
-                               progress=progress, joint=True)  # fmt: skip
+        pred = predict_dataset(
+            model,
+            ds,
+            batch_size=batch_size,
+            device=device,
+            info=info,
+            progress=progress,
+            joint=True,
+        )
         parts.append((torch.from_numpy(pred.joint), ds.targets, group_dialogues(ds.records)))
     if info is not None and not info.is_main:
         return None
     log.info(
         "context stage (%s): %d train dialogues, %d dev dialogues, %d-d utterance vectors",
-        mode, len(parts[0][2]), len(parts[1][2]), parts[0][0].shape[1],
-    )  # fmt: skip
-    return train_head(parts[0], parts[1], labels, mode=mode, seed=seed,
-                      class_weights=class_weights, device=device, progress=progress)  # fmt: skip
+        mode,
+        len(parts[0][2]),
+        len(parts[1][2]),
+        parts[0][0].shape[1],
+    )
+    return train_head(
+        parts[0],
+        parts[1],
+        labels,
+        mode=mode,
+        seed=seed,
+        class_weights=class_weights,
+        device=device,
+        progress=progress,
+    )

@@ -2,7 +2,7 @@
 
 The loop reads top to bottom: :func:`train` sets up a :class:`_Session` (data, model, optimiser,
 run folder), then for each epoch :func:`_train_epoch` optimises and :func:`_end_epoch` scores
-dev, keeps the best epoch (:class:`~deepmsi.training.selection.BestOnDev`) and checkpoints; an
+dev, keeps the best epoch (:class:`~deepmsi.selection.BestOnDev`) and checkpoints; an
 optional dialogue-context stage follows (:mod:`deepmsi.training.context`).
 
 Exact resume: the data order of epoch ``e`` is a function of (seed, e) (a ``DistributedSampler``
@@ -43,8 +43,8 @@ from deepmsi.metrics import Metrics, compute_metrics
 from deepmsi.modalities import NAME_OF
 from deepmsi.runs import folder as runs
 from deepmsi.runs.predict import predict_dataset
+from deepmsi.selection import BestOnDev
 from deepmsi.training.context import ContextResult, fit_context
-from deepmsi.training.selection import BestOnDev
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,6 @@ def resolve_model_config(config: ModelConfig, cache: FeatureCache) -> ModelConfi
         hint = f"; train with --modalities {keep}" if keep else ""
         raise ConfigError(f"{cache.path}: the cache has no {' or '.join(missing)} features{hint}")
     return config.replace(**sizes)
-
 
 
 @dataclass(frozen=True)
@@ -236,18 +235,28 @@ def _setup(
         log.info(
             "training %s on %d utterances (dev %d), %d epochs, %d batches/epoch/rank, "
             "%d process(es), device %s",
-            model_config.modalities,
-            len(train_ds),
-            len(dev_ds),
-            cfg.epochs,
-            len(loader),
-            info.world_size,
-            device,
+            *(model_config.modalities, len(train_ds), len(dev_ds), cfg.epochs, len(loader)),
+            *(info.world_size, device),
         )
     session = _Session(
-        cfg, model_config, store.labels, info, device, run_dir, train_ds, dev_ds, model, net,
-        criterion, weights, sampler, loader, optimizer, scheduler, progress=True,
-    )  # fmt: skip
+        cfg,
+        model_config,
+        store.labels,
+        info,
+        device,
+        run_dir,
+        train_ds,
+        dev_ds,
+        model,
+        net,
+        criterion,
+        weights,
+        sampler,
+        loader,
+        optimizer,
+        scheduler,
+        progress=True,
+    )
     return session, state
 
 
@@ -374,9 +383,16 @@ def _end_epoch(
     runs.write_metrics(s.run_dir, state.history)
     log.info(
         "epoch %d/%d loss %.4f (ce %.4f, contrastive %.4f) dev acc %.2f wF1 %.2f%s %.1f s",
-        epoch, s.cfg.epochs, row["train_loss"], row["train_ce"], row["train_contrastive"],
-        100 * dev.accuracy, 100 * dev.weighted_f1, " [best]" if improved else "", seconds,
-    )  # fmt: skip
+        epoch,
+        s.cfg.epochs,
+        row["train_loss"],
+        row["train_ce"],
+        row["train_contrastive"],
+        100 * dev.accuracy,
+        100 * dev.weighted_f1,
+        " [best]" if improved else "",
+        seconds,
+    )
     if state.stopped_early:
         log.info(
             "early stop: no better dev weighted F1 for %d epochs (best epoch %d)",
@@ -432,9 +448,12 @@ def _context_stage(s: _Session, state: LoopState) -> ContextResult | None:
     )
     log.info(
         "context head (%s): best epoch %d, dev acc %.2f wF1 %.2f (utterance model: wF1 %.2f)",
-        s.cfg.context, result.best_epoch, 100 * result.best_dev["accuracy"],
-        100 * result.best_dev["weighted_f1"], 100 * state.selection.best_score,
-    )  # fmt: skip
+        s.cfg.context,
+        result.best_epoch,
+        100 * result.best_dev["accuracy"],
+        100 * result.best_dev["weighted_f1"],
+        100 * state.selection.best_score,
+    )
     return result
 
 
@@ -480,7 +499,9 @@ def _check_resume(run_dir: Path, config: runs.RunConfig) -> None:
     saved = runs.read_config(run_dir)
     ignore = {"device", "num_workers", "threads", "keep_checkpoints", "eval_batch_size"}
     old_model, old_train = saved.model_config.to_dict(), saved.train_config.to_dict()
-    diffs = [f"model.{k}" for k, v in config.model_config.to_dict().items() if old_model.get(k) != v]
+    diffs = [
+        f"model.{k}" for k, v in config.model_config.to_dict().items() if old_model.get(k) != v
+    ]
     diffs += [
         f"train.{k}"
         for k, v in config.train_config.to_dict().items()
@@ -574,7 +595,6 @@ def evaluate_split(
     """Dev-split scores used for model selection (one call per epoch)."""
     pred = predict_dataset(model, dataset, batch_size=batch_size, device=device, info=info)
     return compute_metrics(pred.y_true, pred.y_pred, labels.names)
-
 
 
 def _write_splits(run_dir: Path, train_recs: list[Utterance], dev_recs: list[Utterance]) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from deepmsi.errors import DataError
 from deepmsi.data.subtitles import Cue, parse_subtitles, read_subtitles
+from deepmsi.errors import DataError
 
 SRT = """1
 00:00:01,000 --> 00:00:02,500

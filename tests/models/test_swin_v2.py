@@ -7,11 +7,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers_model import naive_shift_mask, one_thread  # noqa: F401 (autouse fixture)
+from helpers_model import naive_shift_mask
 
 from deepmsi.config import model_preset
 from deepmsi.models.swin_v2 import PatchMerging, SwinV2, SwinV2Block, WindowAttention
 from deepmsi.models.vsc import VisualSequenceCompression
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def naive_window_attention(attn: WindowAttention, x: torch.Tensor) -> torch.Tensor:

@@ -12,16 +12,17 @@ import pytest
 import torch
 from helpers_inference import join_clips
 
+from deepmsi.data.subtitles import Cue
 from deepmsi.errors import ConfigError, DataError
 from deepmsi.inference.results import Prediction, Segment, format_csv, format_json, format_table
-from deepmsi.data.subtitles import Cue
 
 
 def _model_probs(predictor, text=None, audio=None, frames=None, present=None) -> np.ndarray:
     """Reference: the run's model called directly. frames [B, F, S, S, 3] uint8 as cached."""
     to = {"text": text, "audio": audio}
-    tensors = {k: None if v is None else torch.from_numpy(np.asarray(v, np.float32))
-               for k, v in to.items()}  # fmt: skip
+    tensors = {
+        k: None if v is None else torch.from_numpy(np.asarray(v, np.float32)) for k, v in to.items()
+    }
     if frames is not None:
         tensors["frames"] = torch.from_numpy(frames).permute(0, 1, 4, 2, 3).float() / 255
     masks = None if present is None else {k: torch.tensor(v) for k, v in present.items()}
@@ -81,8 +82,9 @@ def test_features_match_the_cache_and_probabilities_match_the_model(predictor, t
     record = next(r for r in cache.records() if r.video is not None and r.text)
     cached = cache.load(record.id)
     pred = predictor.predict(record.video, text=record.text)
-    inputs = predictor._encode(record.video, predictor._spans(record.video, record.text, None,
-                                                              None))  # fmt: skip
+    inputs = predictor._encode(
+        record.video, predictor._spans(record.video, record.text, None, None)
+    )
     np.testing.assert_allclose(inputs.text[0], cached.text, atol=1e-5)
     np.testing.assert_allclose(inputs.audio[0], cached.audio, atol=1e-5)
     np.testing.assert_array_equal(inputs.frames[0], cached.frames)
@@ -211,8 +213,16 @@ def test_cli_predict_json_csv_plot(tiny, tmp_path, capsys):
 
     video, srt, cues = join_clips(tiny.clips[:3], tiny.texts[:3], tmp_path / "talk")
     png = tmp_path / "timeline.png"
-    argv = ["predict", "--run", str(tiny.run_dir), str(video), "--subtitles", str(srt),
-            "--plot", str(png)]  # fmt: skip
+    argv = [
+        "predict",
+        "--run",
+        str(tiny.run_dir),
+        str(video),
+        "--subtitles",
+        str(srt),
+        "--plot",
+        str(png),
+    ]
     assert main(argv) == 0
     table = capsys.readouterr().out.splitlines()
     assert len(table) == 2 + len(cues) + 1
@@ -244,8 +254,18 @@ def test_cli_minute_long_video_with_srt(tiny, tmp_path, capsys):
     video, srt, cues = join_clips(clips, texts, tmp_path / "minute")
     assert cues[-1][1] >= 60.0
     png = tmp_path / "timeline.png"
-    argv = ["predict", "--run", str(tiny.run_dir), str(video), "--subtitles", str(srt),
-            "--plot", str(png), "--csv", "--no-contributions"]  # fmt: skip
+    argv = [
+        "predict",
+        "--run",
+        str(tiny.run_dir),
+        str(video),
+        "--subtitles",
+        str(srt),
+        "--plot",
+        str(png),
+        "--csv",
+        "--no-contributions",
+    ]
     assert main(argv) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     got = [float(r[key]) for r in rows for key in ("start", "end")]

@@ -20,13 +20,16 @@ def meld(tmp_path_factory) -> Path:
     """MELD layout: train has clips (one good, one truncated, one empty, one audio-only) and an
     unknown label; dev and test are text-only."""
     root = tmp_path_factory.mktemp("meld")
-    write_meld_csv(root / "train_sent_emo.csv", [
-        (0, 0, "Ross", "joy", "Hi."),
-        (0, 1, "Rachel", "anger", "No."),
-        (1, 0, "Joey", "neutral", "Hey."),
-        (1, 1, "Monica", "sadness", "Oh."),
-        (1, 2, "Phoebe", "happyish", "La."),
-    ])  # fmt: skip
+    write_meld_csv(
+        root / "train_sent_emo.csv",
+        [
+            (0, 0, "Ross", "joy", "Hi."),
+            (0, 1, "Rachel", "anger", "No."),
+            (1, 0, "Joey", "neutral", "Hey."),
+            (1, 1, "Monica", "sadness", "Oh."),
+            (1, 2, "Phoebe", "happyish", "La."),
+        ],
+    )
     write_meld_csv(root / "dev_sent_emo.csv", [(0, 0, "A", "fear", "Eek."), (0, 1, "B", "joy", "")])
     write_meld_csv(root / "test_sent_emo.csv", [(3, 0, "C", "disgust", "Ugh.")])
     clips = root / "train_splits"
@@ -55,8 +58,14 @@ def test_json_shape(meld, capsys):
     train = report["splits"]["train"]
     assert (train["utterances"], train["dialogues"]) == (4, 2)
     assert train["labels"] == {
-        "neutral": 1, "surprise": 0, "fear": 0, "sadness": 1, "joy": 1, "disgust": 0, "anger": 1
-    }  # fmt: skip
+        "neutral": 1,
+        "surprise": 0,
+        "fear": 0,
+        "sadness": 1,
+        "joy": 1,
+        "disgust": 0,
+        "anger": 1,
+    }
     assert report["splits"]["dev"]["utterances"] == 2 and report["splits"]["test"]["dialogues"] == 1
     # text: every non-empty transcript; audio/video: only streams a probe finds in a real file.
     assert report["modalities"] == {"text": 6, "audio": 2, "video": 1}
@@ -152,9 +161,13 @@ def test_shared_media_is_probed_once(tmp_path, monkeypatch):
 def test_dataset_problems_are_kept(tmp_path):
     dataset = Dataset("toy", MELD7, [], problems=[])
     assert inspect_dataset(dataset).to_dict() == {
-        "dataset": "toy", "label_set": "meld7", "splits": {},
-        "modalities": {"text": 0, "audio": 0, "video": 0}, "media_probed": True, "problems": [],
-    }  # fmt: skip
+        "dataset": "toy",
+        "label_set": "meld7",
+        "splits": {},
+        "modalities": {"text": 0, "audio": 0, "video": 0},
+        "media_probed": True,
+        "problems": [],
+    }
 
 
 @pytest.mark.realdata

@@ -11,30 +11,23 @@ from helpers_pipeline import make_cache
 from safetensors.torch import load_file
 from sklearn.metrics import f1_score
 
-import deepmsi.runs.folder as ckpt
 import deepmsi.evaluation.protocols as protocols
+import deepmsi.runs.folder as ckpt
 import deepmsi.training.loop as train_mod
-from deepmsi.runs.folder import load_run, read_metrics
-from deepmsi.config import model_preset
+from deepmsi.config import TrainConfig, model_preset, train_preset
 from deepmsi.errors import ConfigError
 from deepmsi.evaluation.labelmap import map_labels, read_label_map
 from deepmsi.evaluation.scoring import evaluate
 from deepmsi.labels import MELD7
-from deepmsi.config import TrainConfig, train_preset
+from deepmsi.runs.folder import load_run, read_metrics
 from deepmsi.training.loop import train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     return make_cache(tmp_path_factory.mktemp("cache"), n=80, seed=0)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # exact, fast, and fair to a shared 2-core machine
-    yield
-    torch.set_num_threads(threads)
 
 
 def _model():
@@ -51,8 +44,9 @@ class _Killed(Exception):
 
 
 def test_train_writes_a_run_folder(cache, tmp_path):
-    result = train(cache, tmp_path / "run", _model(), train_preset("tiny", epochs=2),
-                   progress=False)  # fmt: skip
+    result = train(
+        cache, tmp_path / "run", _model(), train_preset("tiny", epochs=2), progress=False
+    )
     run = tmp_path / "run"
     assert (run / "config.json").is_file() and (run / "best.safetensors").is_file()
     assert ckpt.completed_epochs(run) == [1, 2]
@@ -60,8 +54,9 @@ def test_train_writes_a_run_folder(cache, tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2]
     assert result.best_epoch == int(np.argmax([r["dev_weighted_f1"] for r in rows])) + 1
     loaded = load_run(run)
-    assert loaded.labels.names == tuple(json.loads((cache / "manifest.json").read_text())
-                                        ["labels"]["names"])  # fmt: skip
+    assert loaded.labels.names == tuple(
+        json.loads((cache / "manifest.json").read_text())["labels"]["names"]
+    )
     assert loaded.epoch == result.best_epoch
     assert loaded.model_config.num_classes == len(loaded.labels)
     # an existing run is never overwritten silently
@@ -103,16 +98,30 @@ def test_resume_after_epoch_1_matches_uninterrupted(cache, tmp_path, monkeypatch
 def test_resume_refuses_a_changed_config(cache, tmp_path):
     train(cache, tmp_path / "r", _model(), train_preset("tiny", epochs=1), progress=False)
     with pytest.raises(ConfigError, match="train.lr"):
-        train(cache, tmp_path / "r", _model(), train_preset("tiny", epochs=1, lr=0.5),
-              resume=True, progress=False)  # fmt: skip
+        train(
+            cache,
+            tmp_path / "r",
+            _model(),
+            train_preset("tiny", epochs=1, lr=0.5),
+            resume=True,
+            progress=False,
+        )
 
 
 def test_report_fields_and_files(cache, tmp_path):
     train(cache, tmp_path / "run", _model(), train_preset("tiny", epochs=1), progress=False)
     report = evaluate(tmp_path / "run", None, "test", out=tmp_path / "eval", progress=False)
     data = json.loads((tmp_path / "eval/report.json").read_text())
-    assert {"labels", "accuracy", "weighted_f1", "macro_f1", "per_class", "confusion", "split",
-            "utterances"} <= set(data)  # fmt: skip
+    assert {
+        "labels",
+        "accuracy",
+        "weighted_f1",
+        "macro_f1",
+        "per_class",
+        "confusion",
+        "split",
+        "utterances",
+    } <= set(data)
     assert data["split"] == "test" and data["utterances"] == report.utterances > 0
     assert set(data["per_class"]) == set(data["labels"])
     for scores in data["per_class"].values():
@@ -130,8 +139,10 @@ def test_report_fields_and_files(cache, tmp_path):
 def test_label_map_leaves_unmapped_labels_out(tmp_path):
     from deepmsi.data.records import Utterance
 
-    recs = [Utterance(f"u{i}", "d", i, "s", "x", lab, "test")
-            for i, lab in enumerate(["calm", "happy", "angry", "calm", "boredom"])]  # fmt: skip
+    recs = [
+        Utterance(f"u{i}", "d", i, "s", "x", lab, "test")
+        for i, lab in enumerate(["calm", "happy", "angry", "calm", "boredom"])
+    ]
     (tmp_path / "m.csv").write_text("old,new\ncalm,neutral\n")
     kept, targets, left = map_labels(recs, MELD7, read_label_map(tmp_path / "m.csv"))
     assert [r.label for r in kept] == ["calm", "happy", "angry", "calm"]
@@ -174,8 +185,14 @@ def test_kfold10_never_selects_on_the_scored_fold(cache, tmp_path, monkeypatch):
     monkeypatch.setattr(protocols, "train", spy_train)
     monkeypatch.setattr(train_mod, "evaluate_split", spy_select)
     monkeypatch.setattr(protocols, "score", spy_score)
-    result = protocols.kfold(cache, tmp_path / "cv", model_preset("tiny"),
-                             train_preset("tiny", epochs=1), folds=10, progress=False)  # fmt: skip
+    result = protocols.kfold(
+        cache,
+        tmp_path / "cv",
+        model_preset("tiny"),
+        train_preset("tiny", epochs=1),
+        folds=10,
+        progress=False,
+    )
 
     assert len(result.folds) == 10 and set(scored) == set(selected)
     all_ids = {r["id"] for r in map(json.loads, (cache / "utterances.jsonl").open())}

@@ -13,11 +13,11 @@ import pytest
 import torch
 from helpers_pipeline import make_cache
 
-from deepmsi.runs.folder import completed_epochs, load_run, read_metrics
 from deepmsi.data.cache import FeatureCache
+from deepmsi.data.dataset import FeatureDataset, FeatureStore
 from deepmsi.evaluation.scoring import evaluate
 from deepmsi.metrics import compute_metrics
-from deepmsi.data.dataset import FeatureDataset, FeatureStore
+from deepmsi.runs.folder import completed_epochs, load_run, read_metrics
 from deepmsi.runs.predict import predict_dataset
 
 pytestmark = pytest.mark.skipif(
@@ -30,10 +30,29 @@ def test_torchrun_two_processes_gathers_predictions(tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "deepmsi", "train", "--cache", str(cache), "--out", str(run), "--preset", "tiny",
-        "--epochs", "2", "--no-progress", "--device", "cpu", "--context", "online",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "deepmsi",
+        "train",
+        "--cache",
+        str(cache),
+        "--out",
+        str(run),
+        "--preset",
+        "tiny",
+        "--epochs",
+        "2",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--context",
+        "online",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es)" in proc.stderr

@@ -137,8 +137,9 @@ def test_load_clip(clips):
     assert clip.frames.shape == (3, 24, 24, 3) and clip.frames.dtype == np.uint8  # [F, S, S, 3]
     assert clip.faces_found == 0
     assert 7900 <= len(clip.audio) <= 8000 + round(16000 * AAC_FRAME / 44100)  # cut at 0.5 s
-    text_only = load_clip(Utterance("t", "d", 1, "s", "hi", "joy", "train"), num_frames=3,
-                          image_size=24)  # fmt: skip
+    text_only = load_clip(
+        Utterance("t", "d", 1, "s", "hi", "joy", "train"), num_frames=3, image_size=24
+    )
     assert text_only.audio is None and text_only.frames is None
 
 

@@ -9,8 +9,14 @@ import pytest
 
 from deepmsi.demo.demo import ABLATION, run_demo
 
-SMALL = {"dialogues": 4, "utterances_per_dialogue": 7, "seconds": 0.8, "fps": 6, "size": 64,
-         "splits": (2, 1, 1)}  # fmt: skip
+SMALL = {
+    "dialogues": 4,
+    "utterances_per_dialogue": 7,
+    "seconds": 0.8,
+    "fps": 6,
+    "size": 64,
+    "splits": (2, 1, 1),
+}
 
 
 @pytest.mark.slow

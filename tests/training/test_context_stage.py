@@ -12,26 +12,19 @@ import torch
 from helpers_pipeline import make_cache, make_dialogue_cache
 
 import deepmsi.runs.folder as ckpt
-from deepmsi.runs.folder import load_run, read_config
-from deepmsi.config import model_preset
+from deepmsi.config import TrainConfig, model_preset, train_preset
 from deepmsi.data.cache import Features
-from deepmsi.runs.predict import context_probabilities, group_dialogues
+from deepmsi.data.dataset import FeatureDataset, FeatureStore
+from deepmsi.data.subtitles import Cue
 from deepmsi.errors import ConfigError
 from deepmsi.evaluation.scoring import evaluate
-from deepmsi.data.subtitles import Cue
-from deepmsi.config import TrainConfig, train_preset
-from deepmsi.data.dataset import FeatureDataset, FeatureStore
+from deepmsi.runs.folder import load_run, read_config
+from deepmsi.runs.predict import context_probabilities, group_dialogues
 from deepmsi.training.loop import train
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 MODES = ("online", "offline")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -99,10 +92,12 @@ def test_cli_context_option_reaches_the_train_config():
 def test_dialogues_are_grouped_by_split_and_ordered_by_turn():
     from deepmsi.data.records import Utterance
 
-    recs = [Utterance("b1", "d", 1, "B", "x", "joy", "dev"),
-            Utterance("a0", "d", 0, "A", "x", "joy", "dev"),
-            Utterance("t0", "d", 0, "Z", "x", "joy", "test"),  # same id, another split
-            Utterance("b2", "d", 2, "A", "x", "joy", "dev")]  # fmt: skip
+    recs = [
+        Utterance("b1", "d", 1, "B", "x", "joy", "dev"),
+        Utterance("a0", "d", 0, "A", "x", "joy", "dev"),
+        Utterance("t0", "d", 0, "Z", "x", "joy", "test"),  # same id, another split
+        Utterance("b2", "d", 2, "A", "x", "joy", "dev"),
+    ]
     dialogues = {d.key: d for d in group_dialogues(recs)}
     assert set(dialogues) == {("dev", "d"), ("test", "d")}
     assert dialogues["dev", "d"].rows == (1, 0, 3)  # turns 0, 1, 2
@@ -137,8 +132,13 @@ def test_training_with_context_writes_a_head_and_evaluate_uses_it(runs, cache, t
     assert report.confusion == cm.tolist()
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
     # a run without context says so
-    plain = train(cache, tmp_path / "plain", model_preset("tiny"), train_preset("tiny", epochs=1),
-                  progress=False)  # fmt: skip
+    plain = train(
+        cache,
+        tmp_path / "plain",
+        model_preset("tiny"),
+        train_preset("tiny", epochs=1),
+        progress=False,
+    )
     assert not (plain.run_dir / ckpt.CONTEXT_FILE).exists() and plain.context_dev is None
     assert evaluate(plain.run_dir, None, "test", progress=False).context == "none"
 
@@ -174,8 +174,13 @@ def test_context_helps_where_the_label_is_announced_by_the_previous_turn(tmp_pat
     """Each turn's features carry the next turn's class: utterance by utterance every label is
     a guess, with the previous turn most of them are known."""
     cache = make_dialogue_cache(tmp_path / "cache", dialogues=40, turns=6, seed=0)
-    result = train(cache, tmp_path / "run", model_preset("tiny", modalities="ta"),
-                   train_preset("tiny", context="online"), progress=False)  # fmt: skip
+    result = train(
+        cache,
+        tmp_path / "run",
+        model_preset("tiny", modalities="ta"),
+        train_preset("tiny", context="online"),
+        progress=False,
+    )
     with_context = load_run(result.run_dir)
     alone = load_run(result.run_dir)
     alone.context = None  # the same utterance model, utterance by utterance
@@ -218,8 +223,13 @@ def context_predictor(tiny, tmp_path_factory):
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("ctx_run") / "run"
     cfg = train_preset("cpu", seed=0, epochs=1, batch_size=8, patience=0, context="online")
-    train(FeatureStore(tiny.cache), out, model_preset("tiny", modality_dropout=0.2), cfg,
-          progress=False)  # fmt: skip
+    train(
+        FeatureStore(tiny.cache),
+        out,
+        model_preset("tiny", modality_dropout=0.2),
+        cfg,
+        progress=False,
+    )
     return Predictor.from_run(out)
 
 
@@ -246,8 +256,12 @@ def test_predictor_single_clip_is_a_one_turn_dialogue(context_predictor, tiny):
 
     def head_probs(present: dict[str, bool]) -> np.ndarray:
         with torch.inference_mode():
-            out = p.model(torch.from_numpy(inputs.text), torch.from_numpy(inputs.audio), frames,
-                          present={k: torch.tensor([v]) for k, v in present.items()})  # fmt: skip
+            out = p.model(
+                torch.from_numpy(inputs.text),
+                torch.from_numpy(inputs.audio),
+                frames,
+                present={k: torch.tensor([v]) for k, v in present.items()},
+            )
             x = out.joint[None]  # [1, 1, D]: one dialogue of one turn
             logits = p.context(x, torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=bool))
             return torch.softmax(logits, -1)[0, 0].numpy()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers_model import naive_shift_mask, one_thread  # noqa: F401 (autouse fixture)
+from helpers_model import naive_shift_mask
 
 from deepmsi.nn import (
     DropPath,
@@ -15,6 +15,8 @@ from deepmsi.nn import (
     window_partition,
     window_reverse,
 )
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize(

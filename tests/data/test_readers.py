@@ -64,9 +64,12 @@ def test_meld_text_only(tmp_path):
     train = ds.split("train")
     # Sorted by (dialogue, utterance); turns count within each dialogue; ids carry the split.
     assert [u.id for u in train] == [
-        "train_dia0_utt0", "train_dia0_utt1", "train_dia0_utt2", "train_dia1_utt0",
+        "train_dia0_utt0",
+        "train_dia0_utt1",
+        "train_dia0_utt2",
+        "train_dia1_utt0",
         "train_dia1_utt1",
-    ]  # fmt: skip
+    ]
     assert [u.turn for u in train] == [0, 1, 2, 0, 1]
     assert [u.label for u in train] == ["neutral", "joy", "sadness", "surprise", "anger"]
     assert train[3].dialogue_id == "train_dia1" and train[3].speaker == "Monica"
@@ -75,8 +78,14 @@ def test_meld_text_only(tmp_path):
     assert ds.split("test")[0].text is None
     assert all(u.audio is None and u.video is None for u in ds.utterances)
     assert ds.label_counts("train") == {
-        "neutral": 1, "surprise": 1, "fear": 0, "sadness": 1, "joy": 1, "disgust": 0, "anger": 1
-    }  # fmt: skip
+        "neutral": 1,
+        "surprise": 1,
+        "fear": 0,
+        "sadness": 1,
+        "joy": 1,
+        "disgust": 0,
+        "anger": 1,
+    }
 
 
 def test_meld_with_clips_in_meld_raw_layout(tmp_path):
@@ -125,8 +134,11 @@ def test_meld_restricted_label_set(tmp_path):
     kept = Counter(u.label for u in ds.utterances)
     assert kept == {"neutral": 2, "sad": 1, "angry": 1}  # sadness and anger are aliases
     assert sorted(p.id for p in ds.problems) == [
-        "dev_dia0_utt0", "dev_dia0_utt1", "train_dia0_utt1", "train_dia1_utt0"
-    ]  # fmt: skip
+        "dev_dia0_utt0",
+        "dev_dia0_utt1",
+        "train_dia0_utt1",
+        "train_dia1_utt0",
+    ]
 
 
 def test_meld_missing_column(tmp_path):
@@ -223,8 +235,13 @@ def test_iemocap_tree(tmp_path):
     assert len(ds) == 10 * KEPT_PER_DIALOGUE
     # Excited is its own class, apart from happy; xxx and sur are left out.
     assert ds.label_counts() == {
-        "happy": 10, "sad": 10, "neutral": 10, "angry": 10, "excited": 10, "frustrated": 10
-    }  # fmt: skip
+        "happy": 10,
+        "sad": 10,
+        "neutral": 10,
+        "angry": 10,
+        "excited": 10,
+        "frustrated": 10,
+    }
     dialogues_of = {s: {u.dialogue_id for u in ds.split(s)} for s in ds.splits}
     assert dialogues_of["test"] == set(iemocap_dialogues(5))  # Session 5 is test
     train_dialogues = {d for s in range(1, 5) for d in iemocap_dialogues(s)}
@@ -340,8 +357,10 @@ def test_folder_with_split_column(tmp_path):
     # Two files share the stem "x": their ids come from the relative path.
     assert sorted(by_id) == ["a_x", "b_x", "c"]
     assert [(u.split, u.label) for u in ds.utterances] == [
-        ("train", "happy"), ("dev", "sad"), ("test", "neutral")
-    ]  # fmt: skip
+        ("train", "happy"),
+        ("dev", "sad"),
+        ("test", "neutral"),
+    ]
     assert by_id["a_x"].video == by_id["a_x"].audio == tmp_path.resolve() / "a" / "x.mp4"
     assert by_id["c"].video is None and by_id["c"].audio == tmp_path.resolve() / "c.wav"
     assert by_id["b_x"].text is None and by_id["c"].text == "ok"
@@ -386,11 +405,14 @@ def test_folder_derived_split_is_speaker_independent_and_deterministic(tmp_path)
 
 
 def test_folder_derived_split_small_and_without_speakers(tmp_path):
-    write_labels(tmp_path / "one", [{"file": f"{i}.wav", "emotion": "sad", "speaker": "x"}
-                                    for i in range(4)])  # fmt: skip
+    write_labels(
+        tmp_path / "one", [{"file": f"{i}.wav", "emotion": "sad", "speaker": "x"} for i in range(4)]
+    )
     assert load_dataset(f"folder:{tmp_path / 'one'}").splits == ["train"]
-    write_labels(tmp_path / "two", [{"file": f"{i}.wav", "emotion": "sad", "speaker": str(i % 2)}
-                                    for i in range(4)])  # fmt: skip
+    write_labels(
+        tmp_path / "two",
+        [{"file": f"{i}.wav", "emotion": "sad", "speaker": str(i % 2)} for i in range(4)],
+    )
     two = load_dataset(f"folder:{tmp_path / 'two'}")
     assert [len(two.split(s)) for s in two.splits] == [2, 2] and two.splits == ["train", "test"]
     rows = [{"file": f"{i}.wav", "emotion": "sad", "dialogue_id": f"d{i // 2}"} for i in range(40)]
@@ -523,8 +545,14 @@ def test_real_iemocap_clips_labels(shared_data):
     ds = load_dataset(f"folder:{shared_data / 'iemocap-clips'}")
     assert len(ds) == 129 and ds.problems == []
     assert ds.label_counts() == {
-        "angry": 20, "excited": 15, "fearful": 12, "frustrated": 18, "happy": 18, "neutral": 16,
-        "sad": 15, "surprised": 15,
-    }  # fmt: skip
+        "angry": 20,
+        "excited": 15,
+        "fearful": 12,
+        "frustrated": 18,
+        "happy": 18,
+        "neutral": 16,
+        "sad": 15,
+        "surprised": 15,
+    }
     assert all(u.video is not None and u.video.suffix == ".mp4" for u in ds.utterances)
     assert all(u.speaker in ("Ses01F", "Ses01M") and u.text for u in ds.utterances)

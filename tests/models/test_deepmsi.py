@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers_model import one_thread  # noqa: F401 (autouse fixture)
 
 from deepmsi.config import model_preset
 from deepmsi.losses import DeepMSILoss
 from deepmsi.models import DeepMSI, DeepMSIOutput
 from deepmsi.models.fusion import modality_dropout
 from deepmsi.models.vsc import VisualSequenceCompression
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SUBSETS = ["t", "a", "v", "ta", "tv", "av", "tav"]
 
@@ -92,8 +93,10 @@ def test_missing_modalities_use_learned_placeholders() -> None:
     cfg = model_preset("tiny")
     model = DeepMSI(cfg).eval()
     batch = make_batch(cfg, b=4)
-    present = {"text": torch.tensor([False, True, True, True]),
-               "video": torch.tensor([True, False, True, False])}  # fmt: skip
+    present = {
+        "text": torch.tensor([False, True, True, True]),
+        "video": torch.tensor([True, False, True, False]),
+    }
     with torch.no_grad():
         full = model(**batch)
         part = model(**batch, present=present)

@@ -23,8 +23,11 @@ def _features(predictor, clips, texts):
     from deepmsi.inference.predictor import _Span
 
     xs = [predictor._encode(c, [_Span(None, None, t)]) for c, t in zip(clips, texts, strict=True)]
-    return (np.concatenate([x.text for x in xs]), np.concatenate([x.audio for x in xs]),
-            np.concatenate([x.frames for x in xs]))  # fmt: skip
+    return (
+        np.concatenate([x.text for x in xs]),
+        np.concatenate([x.audio for x in xs]),
+        np.concatenate([x.frames for x in xs]),
+    )
 
 
 def _check(predictor, path, feed) -> float:

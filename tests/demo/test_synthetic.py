@@ -13,14 +13,23 @@ import numpy as np
 import pytest
 
 from deepmsi.cli import main
+from deepmsi.demo.synthetic import CSV_NAMES, SPLIT_DIRS, write_corpus
 from deepmsi.errors import ConfigError
 from deepmsi.labels import MELD7
-from deepmsi.demo.synthetic import CSV_NAMES, SPLIT_DIRS, write_corpus
 
 MELD_COLUMNS = [
-    "Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID",
-    "Season", "Episode", "StartTime", "EndTime",
-]  # fmt: skip
+    "Sr No.",
+    "Utterance",
+    "Speaker",
+    "Emotion",
+    "Sentiment",
+    "Dialogue_ID",
+    "Utterance_ID",
+    "Season",
+    "Episode",
+    "StartTime",
+    "EndTime",
+]
 TINY = {"size": 64, "fps": 6, "seconds": 0.8, "progress": False}
 
 
@@ -234,9 +243,17 @@ def audio_features(sound: np.ndarray, sr: int = 16000) -> np.ndarray:
     envelope = np.convolve(db, np.ones(5) / 5, "same")
     onsets = np.sum(np.diff((envelope > np.median(envelope)).astype(int)) == 1)
     return np.array(
-        [db[voiced].mean(), db[voiced].std(), np.median(pitch), pitch.std(), slope,
-         np.log(centroid.mean()), onsets / (len(sound) / sr), voiced.mean()]
-    )  # fmt: skip
+        [
+            db[voiced].mean(),
+            db[voiced].std(),
+            np.median(pitch),
+            pitch.std(),
+            slope,
+            np.log(centroid.mean()),
+            onsets / (len(sound) / sr),
+            voiced.mean(),
+        ]
+    )
 
 
 def video_features(frames: np.ndarray, grid: int = 16) -> np.ndarray:

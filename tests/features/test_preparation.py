@@ -14,26 +14,35 @@ import deepmsi.features.preparation as prepare_mod
 from deepmsi.cli import main
 from deepmsi.data import load_dataset
 from deepmsi.data.cache import ITEMS, FeatureCache
+from deepmsi.demo.synthetic import write_corpus
 from deepmsi.errors import ConfigError, DataError
 from deepmsi.features.audio import SpectralEncoder
 from deepmsi.features.preparation import PrepareOptions, prepare
-from deepmsi.demo.synthetic import write_corpus
 
 SMALL = {"frames": 2, "image_size": 32, "workers": 1, "progress": False}
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    return write_corpus(tmp_path_factory.mktemp("corpus") / "meld", seed=3, dialogues=4,
-                        utterances_per_dialogue=7, splits=(2, 1, 1), seconds=0.8, fps=8,
-                        size=64, progress=False)  # fmt: skip
+    return write_corpus(
+        tmp_path_factory.mktemp("corpus") / "meld",
+        seed=3,
+        dialogues=4,
+        utterances_per_dialogue=7,
+        splits=(2, 1, 1),
+        seconds=0.8,
+        fps=8,
+        size=64,
+        progress=False,
+    )
 
 
 @pytest.fixture(scope="module")
 def reference(corpus, tmp_path_factory) -> FeatureCache:
     """An uninterrupted serial prepare of the corpus."""
-    return prepare(f"meld:{corpus}", tmp_path_factory.mktemp("ref") / "cache",
-                   PrepareOptions(**SMALL)).cache  # fmt: skip
+    return prepare(
+        f"meld:{corpus}", tmp_path_factory.mktemp("ref") / "cache", PrepareOptions(**SMALL)
+    ).cache
 
 
 def _same_features(a: FeatureCache, b: FeatureCache) -> None:
@@ -111,8 +120,9 @@ def test_a_cache_made_differently_is_refused(corpus, reference, tmp_path):
 
 
 def test_two_workers_give_the_same_features(corpus, reference, tmp_path):
-    result = prepare(f"meld:{corpus}", tmp_path / "cache",
-                     PrepareOptions(**{**SMALL, "workers": 2}))  # fmt: skip
+    result = prepare(
+        f"meld:{corpus}", tmp_path / "cache", PrepareOptions(**{**SMALL, "workers": 2})
+    )
     assert len(reference.records()) >= prepare_mod.MIN_PARALLEL  # the pool really ran
     _same_features(result.cache, reference)
 
@@ -136,8 +146,9 @@ def test_bad_clip_raises_naming_it_and_keeps_earlier_items(corpus, tmp_path):
 
 def test_bad_clip_is_skipped_and_listed(corpus, tmp_path):
     copy, clip = _corrupt_one(corpus, tmp_path)
-    result = prepare(f"meld:{copy}", tmp_path / "cache",
-                     PrepareOptions(**{**SMALL, "on_error": "skip"}))  # fmt: skip
+    result = prepare(
+        f"meld:{copy}", tmp_path / "cache", PrepareOptions(**{**SMALL, "on_error": "skip"})
+    )
     assert [p.file for p in result.problems] == [str(clip)]
     total = len(load_dataset(f"meld:{copy}").utterances)
     assert len(result.cache.records()) == total - 1
@@ -146,9 +157,25 @@ def test_bad_clip_is_skipped_and_listed(corpus, tmp_path):
 
 def test_cli_prepare_json(corpus, tmp_path, capsys):
     out = tmp_path / "cache"
-    code = main(["prepare", "--dataset", f"meld:{corpus}", "--out", str(out), "--frames", "2",
-                 "--image-size", "32", "--modalities", "ta", "--workers", "1", "--json",
-                 "--no-progress"])  # fmt: skip
+    code = main(
+        [
+            "prepare",
+            "--dataset",
+            f"meld:{corpus}",
+            "--out",
+            str(out),
+            "--frames",
+            "2",
+            "--image-size",
+            "32",
+            "--modalities",
+            "ta",
+            "--workers",
+            "1",
+            "--json",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["utterances"] == summary["prepared"] > 0 and summary["problems"] == []
@@ -167,8 +194,13 @@ def _tiny_bert(folder: Path) -> Path:
     (folder).mkdir(parents=True)
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=24, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=32)  # fmt: skip
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=24,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
     BertModel(config).save_pretrained(folder)
     return folder
 
@@ -176,10 +208,17 @@ def _tiny_bert(folder: Path) -> Path:
 def _tiny_wav2vec2(folder: Path) -> Path:
     from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
-    config = Wav2Vec2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                            intermediate_size=32, conv_dim=(8, 8), conv_stride=(5, 4),
-                            conv_kernel=(10, 8), num_conv_pos_embeddings=8,
-                            num_conv_pos_embedding_groups=2)  # fmt: skip
+    config = Wav2Vec2Config(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        conv_dim=(8, 8),
+        conv_stride=(5, 4),
+        conv_kernel=(10, 8),
+        num_conv_pos_embeddings=8,
+        num_conv_pos_embedding_groups=2,
+    )
     Wav2Vec2Model(config).save_pretrained(folder)
     Wav2Vec2FeatureExtractor(sampling_rate=16000).save_pretrained(folder)
     return folder
@@ -187,8 +226,9 @@ def _tiny_wav2vec2(folder: Path) -> Path:
 
 def test_local_hugging_face_encoders(corpus, tmp_path):
     bert, w2v = _tiny_bert(tmp_path / "bert"), _tiny_wav2vec2(tmp_path / "w2v")
-    options = PrepareOptions(**{**SMALL, "text_encoder": str(bert), "audio_encoder": str(w2v),
-                                "modalities": "ta"})  # fmt: skip
+    options = PrepareOptions(
+        **{**SMALL, "text_encoder": str(bert), "audio_encoder": str(w2v), "modalities": "ta"}
+    )
     cache = prepare(f"meld:{corpus}", tmp_path / "cache", options).cache
     assert cache.text_dim == 24 and cache.audio_dim == 16
     a, b = (cache.load(r.id) for r in cache.records()[:2])
@@ -226,9 +266,8 @@ def test_real_crema_d_flv_clips(shared_data, tmp_path):
 def test_real_iemocap_clips_prepare_and_train(shared_data, tmp_path):
     """All 129 real clips decode (16 kHz speech of the clip's length, faces in most), and the
     cache trains: the whole pipeline on real media."""
-    from deepmsi.config import model_preset
+    from deepmsi.config import model_preset, train_preset
     from deepmsi.data.media import probe
-    from deepmsi.config import train_preset
     from deepmsi.training.loop import train
 
     result = prepare(
@@ -250,6 +289,11 @@ def test_real_iemocap_clips_prepare_and_train(shared_data, tmp_path):
     active = SpectralEncoder().feature_names.index("rhythm.active_seconds")
     for r in records[:10]:
         assert 0.2 < cache.load(r.id).audio[active] <= probe(r.video).duration + 0.1
-    run = train(cache, tmp_path / "run", model_preset("tiny"), train_preset("tiny", epochs=1),
-                progress=False)  # fmt: skip
+    run = train(
+        cache,
+        tmp_path / "run",
+        model_preset("tiny"),
+        train_preset("tiny", epochs=1),
+        progress=False,
+    )
     assert run.epochs_run == 1 and (tmp_path / "run" / "best.safetensors").is_file()

@@ -1,8 +1,8 @@
-"""Text-encoder fine-tuning with past turns (``deepmsi.features.finetune``, ``prepare --finetune-text``):
-it learns a word cue a random encoder cannot read, the folder loads as a normal encoder that
-reads past turns exactly as it was trained, prepare and the Predictor feed it those turns,
-finished folders are reused, and bad input is one clear error. A tiny random BERT with a small
-word vocabulary stands in for MiniLM."""
+"""Text-encoder fine-tuning with past turns (``deepmsi.features.finetune``, ``prepare
+--finetune-text``): it learns a word cue a random encoder cannot read, the folder loads as a
+normal encoder that reads past turns exactly as it was trained, prepare and the Predictor feed it
+those turns, finished folders are reused, and bad input is one clear error. A tiny random BERT
+with a small word vocabulary stands in for MiniLM."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ import deepmsi.features.finetune as finetune_mod
 from deepmsi.cli import main
 from deepmsi.data.records import Dataset, Utterance
 from deepmsi.errors import ConfigError, DataError
+from deepmsi.features.finetune import FinetuneOptions, finetune_text
+from deepmsi.features.preparation import FINETUNED_TEXT, PrepareOptions, prepare
 from deepmsi.features.text import (
     FINETUNED_CONFIG,
     DialogueText,
@@ -26,17 +28,14 @@ from deepmsi.features.text import (
     in_conversation,
     with_past_turns,
 )
-from deepmsi.features.finetune import FinetuneOptions, finetune_text
 from deepmsi.labels import LabelSet
-from deepmsi.features.preparation import FINETUNED_TEXT, PrepareOptions, prepare
 
 WORDS = ["great", "awful", "the", "a", "is", "was", "day", "food", "it", "so", "very", "and"]
 SPEAKERS = ("ann", "bob")
 LABELS = LabelSet("two", ("joy", "anger"))
 # lr well above the MiniLM recipe's 5e-5: a random 2-layer encoder has nothing to keep
 TEXT_ONLY = PrepareOptions(modalities="t", workers=1, progress=False)
-FAST = {"past": 2, "frozen_layers": 1, "epochs": 6, "lr": 1e-2, "batch_size": 16,
-        "progress": False}  # fmt: skip
+FAST = {"past": 2, "frozen_layers": 1, "epochs": 6, "lr": 1e-2, "batch_size": 16, "progress": False}
 
 
 def _tiny_bert(folder: Path, seed: int = 0, layers: int = 2) -> Path:
@@ -48,15 +47,25 @@ def _tiny_bert(folder: Path, seed: int = 0, layers: int = 2) -> Path:
     folder.mkdir(parents=True)
     BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(folder)
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=layers,
-                        num_attention_heads=2, intermediate_size=64,
-                        max_position_embeddings=128)  # fmt: skip
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     BertModel(config).save_pretrained(folder)
     return folder
 
 
-def _dialogues(splits=(("train", 24), ("dev", 6), ("test", 2)), turns: int = 6, seed: int = 0,
-               text: bool = True, labelled: bool = True) -> Dataset:  # fmt: skip
+def _dialogues(
+    splits=(("train", 24), ("dev", 6), ("test", 2)),
+    turns: int = 6,
+    seed: int = 0,
+    text: bool = True,
+    labelled: bool = True,
+) -> Dataset:
     """Two-speaker dialogues; a turn is "joy" when it says "great", "anger" when "awful"."""
     rng = random.Random(seed)
     utts = []
@@ -66,9 +75,17 @@ def _dialogues(splits=(("train", 24), ("dev", 6), ("test", 2)), turns: int = 6, 
                 label = rng.choice(LABELS.names)
                 words = [rng.choice(WORDS[2:]) for _ in range(4)]
                 words.insert(rng.randrange(5), "great" if label == "joy" else "awful")
-                utts.append(Utterance(f"{split}{d}_{t}", f"{split}{d}", t, SPEAKERS[t % 2],
-                                      " ".join(words) if text else None,
-                                      label if labelled else None, split))  # fmt: skip
+                utts.append(
+                    Utterance(
+                        f"{split}{d}_{t}",
+                        f"{split}{d}",
+                        t,
+                        SPEAKERS[t % 2],
+                        " ".join(words) if text else None,
+                        label if labelled else None,
+                        split,
+                    )
+                )
     return Dataset("synthetic", LABELS, utts)
 
 
@@ -80,8 +97,9 @@ def base(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tuned(base, tmp_path_factory):
     out = tmp_path_factory.mktemp("tuned") / "encoder"
-    return finetune_text(_dialogues(), out, FinetuneOptions(base=str(base), **FAST),
-                         predict_all=True)  # fmt: skip
+    return finetune_text(
+        _dialogues(), out, FinetuneOptions(base=str(base), **FAST), predict_all=True
+    )
 
 
 # ---- fine-tuning -----------------------------------------------------------------------------
@@ -150,9 +168,13 @@ def test_past_zero_ignores_context(tuned, tmp_path):
     (folder / FINETUNED_CONFIG).write_text(json.dumps({**spec, "past": 0}))
     enc = TextEncoder(str(folder))
     assert enc.past == 0 and enc.version != TextEncoder(str(tuned.path)).version
-    v = enc.encode([DialogueText("a great day", "ann", ("bob: awful",)),
-                    DialogueText("a great day", "ann", ("bob: so very great",)),
-                    DialogueText("a great day", "ann")])  # fmt: skip
+    v = enc.encode(
+        [
+            DialogueText("a great day", "ann", ("bob: awful",)),
+            DialogueText("a great day", "ann", ("bob: so very great",)),
+            DialogueText("a great day", "ann"),
+        ]
+    )
     np.testing.assert_allclose(v[0], v[1], atol=1e-6)
     np.testing.assert_allclose(v[0], v[2], atol=1e-6)
 
@@ -184,15 +206,18 @@ def test_prepare_feeds_past_turns(tuned, tmp_path):
     assert spec["past"] == 2 and spec["name"] == str(tuned.path) and spec["dim"] == 32
     enc = TextEncoder(str(tuned.path))
     third = ds.utterances[2]
-    expected = DialogueText(third.text, third.speaker,
-                            tuple(f"{u.speaker}: {u.text}" for u in ds.utterances[:2]))  # fmt: skip
+    expected = DialogueText(
+        third.text, third.speaker, tuple(f"{u.speaker}: {u.text}" for u in ds.utterances[:2])
+    )
     stored = cache.load(third.id).text
     np.testing.assert_allclose(stored, enc.encode([expected])[0], atol=1e-5)
     assert not np.allclose(stored, enc.encode([third.text])[0], atol=1e-4)
     first = ds.utterances[0]  # no past turns: the same as the text alone with its speaker
-    np.testing.assert_allclose(cache.load(first.id).text,
-                               enc.encode([DialogueText(first.text, first.speaker)])[0],
-                               atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        cache.load(first.id).text,
+        enc.encode([DialogueText(first.text, first.speaker)])[0],
+        atol=1e-5,
+    )
 
 
 def test_prepare_finetune_text_resumes(base, tmp_path, monkeypatch):
@@ -219,8 +244,7 @@ def test_prepare_finetune_text_resumes(base, tmp_path, monkeypatch):
     # the folder is a normal encoder for a plain prepare too
     plain = prepare(ds, tmp_path / "plain", TEXT_ONLY.replace(text_encoder=str(folder)))
     some = ds.utterances[3].id
-    np.testing.assert_allclose(plain.cache.load(some).text, first.cache.load(some).text,
-                               atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(plain.cache.load(some).text, first.cache.load(some).text, atol=1e-6)
 
 
 # ---- bad input -------------------------------------------------------------------------------
@@ -266,8 +290,18 @@ def test_cli_prepare_finetune_options(monkeypatch, capsys):
     monkeypatch.setattr(prepare_mod, "prepare", fake_prepare)
     args = ["prepare", "--dataset", "meld:x", "--out", "c", "--text-encoder", "some/bert"]
     with pytest.raises(_Asked) as asked:
-        main([*args, "--finetune-text", "--text-past", "3", "--finetune-epochs", "2",
-              "--finetune-frozen-layers", "1"])  # fmt: skip
+        main(
+            [
+                *args,
+                "--finetune-text",
+                "--text-past",
+                "3",
+                "--finetune-epochs",
+                "2",
+                "--finetune-frozen-layers",
+                "1",
+            ]
+        )
     tune = asked.value.args[0].finetune_text
     assert (tune.base, tune.past, tune.epochs, tune.frozen_layers) == ("some/bert", 3, 2, 1)
     with pytest.raises(_Asked) as asked:
@@ -288,14 +322,33 @@ def test_cli_prepare_finetune_text_end_to_end(tmp_path, capsys):
 
     ds = _dialogues(splits=(("train", 4), ("dev", 2), ("test", 1)), turns=4)
     for split in ("train", "dev", "test"):
-        rows = [(u.dialogue_id[len(split):], u.turn, u.speaker, u.label, u.text)
-                for u in ds.split(split)]  # fmt: skip
+        rows = [
+            (u.dialogue_id[len(split) :], u.turn, u.speaker, u.label, u.text)
+            for u in ds.split(split)
+        ]
         write_meld_csv(tmp_path / "meld" / f"{split}_sent_emo.csv", rows)
     base = _tiny_bert(tmp_path / "bert", layers=3)
     out = tmp_path / "cache"
-    args = ["prepare", "--dataset", f"meld:{tmp_path / 'meld'}", "--out", str(out),
-            "--text-encoder", str(base), "--modalities", "t", "--workers", "1", "--no-progress",
-            "--finetune-text", "--text-past", "2", "--finetune-epochs", "1", "--json"]  # fmt: skip
+    args = [
+        "prepare",
+        "--dataset",
+        f"meld:{tmp_path / 'meld'}",
+        "--out",
+        str(out),
+        "--text-encoder",
+        str(base),
+        "--modalities",
+        "t",
+        "--workers",
+        "1",
+        "--no-progress",
+        "--finetune-text",
+        "--text-past",
+        "2",
+        "--finetune-epochs",
+        "1",
+        "--json",
+    ]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["prepared"] == len(ds.utterances) and not summary["problems"]
@@ -332,5 +385,8 @@ def test_predictor_feeds_earlier_segments_as_past_turns(past):
     if past == 0:
         assert seen == ["hello", "so", "ok"]
     else:
-        assert seen == [DialogueText("hello"), DialogueText("so", "", ("hello",)),
-                        DialogueText("ok", "", ("hello", "so"))]  # fmt: skip
+        assert seen == [
+            DialogueText("hello"),
+            DialogueText("so", "", ("hello",)),
+            DialogueText("ok", "", ("hello", "so")),
+        ]

@@ -24,8 +24,19 @@ def test_evaluate_another_dataset_with_a_label_map(tiny, tmp_path):
     mapping = {"calm": "neutral", "happy": "joy", "angry": "anger", "sad": "sadness"}
     (tmp_path / "map.json").write_text(json.dumps(mapping))
     out = tmp_path / "eval"
-    argv = ["evaluate", "--run", str(tiny.run_dir), "--dataset", f"folder:{folder}", "--label-map",
-            str(tmp_path / "map.json"), "--split", "all", "--out", str(out)]  # fmt: skip
+    argv = [
+        "evaluate",
+        "--run",
+        str(tiny.run_dir),
+        "--dataset",
+        f"folder:{folder}",
+        "--label-map",
+        str(tmp_path / "map.json"),
+        "--split",
+        "all",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["utterances"] == 5  # boredom maps to nothing: left out, not scored
