@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 import re
 from collections import Counter
 from pathlib import Path
 
 from deepmsi.data.common import ProblemLog, drop_duplicate_ids, has_undecodable, held_out_groups
 from deepmsi.data.records import SPLITS, Dataset, Utterance
+from deepmsi.data.safe_pickle import load_plain_pickle
 from deepmsi.errors import DataError
 from deepmsi.labels import IEMOCAP6, LabelSet
 
@@ -213,12 +213,9 @@ def read_iemocap_pickle(
 
 
 def _load_pickle(path: Path):
-    try:
-        with path.open("rb") as f:
-            # The community file is a Python 2 pickle of plain lists and dicts.
-            data = pickle.load(f, encoding="latin1")  # noqa: S301 (a file the user points at)
-    except Exception as err:  # unpickling fails in many ways; all mean "not this file"
-        raise DataError(path, f"not a readable pickle ({type(err).__name__}: {err})") from None
+    # The community file is a Python 2 pickle of plain lists and dicts: read it as data only, so
+    # a crafted file cannot run code (a global it names is refused, never called).
+    data = load_plain_pickle(path)
     if not (isinstance(data, (list, tuple)) and len(data) == 6):
         raise DataError(path, "unrecognised pickle layout (expected the 6-item cosmic_iemocap.pkl)")
     speakers, labels, sentences, train, test, valid = data

@@ -347,7 +347,7 @@ def _lower_states(model, enc: dict, progress: bool, batch_size: int = EVAL_BATCH
 def _cached_states(model, enc: dict, path: Path | None, progress: bool) -> list:
     """``_lower_states``, kept in ``path`` when given so a re-run skips the frozen layers."""
     if path is not None and path.is_file():
-        states = torch.load(path)
+        states = torch.load(path, weights_only=True)  # tensors in lists and tuples only
         if len(states) == len(enc["lengths"]) and all(
             len(s[0]) == n for s, n in zip(states, enc["lengths"], strict=True)
         ):

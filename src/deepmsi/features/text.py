@@ -241,7 +241,8 @@ def load_pretrained(kind: str, name: str, *auto_classes) -> tuple:
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     try:
-        loaded = tuple(cls.from_pretrained(name) for cls in auto_classes)
+        # Never run code shipped with a model folder (an ``auto_map`` in its config.json).
+        loaded = tuple(cls.from_pretrained(name, trust_remote_code=False) for cls in auto_classes)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"cannot load {kind} encoder {name!r}: {first}") from None
