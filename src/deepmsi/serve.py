@@ -89,17 +89,9 @@ def create_app(
     @app.post("/predict")
     async def predict(request: Request) -> JSONResponse:
         form = await request.form(max_files=2, max_fields=8)
-        media, subs = form.get("file"), form.get("subtitles")
+        media, subs = _upload(form.get("file"), "file"), _upload(form.get("subtitles"), "subtitles")
         transcript = _text_field(form.get("transcript"), "transcript")
         window = _window(_text_field(form.get("window"), "window"))
-        if media is not None and not isinstance(media, UploadFile):
-            raise HTTPException(400, "'file' must be a file upload")
-        if subs is not None and not isinstance(subs, UploadFile):
-            raise HTTPException(400, "'subtitles' must be a file upload")
-        if isinstance(media, UploadFile) and not media.filename and media.size == 0:
-            media = None  # an empty file input in a browser form
-        if isinstance(subs, UploadFile) and not subs.filename and subs.size == 0:
-            subs = None
         if media is None and not transcript:
             raise HTTPException(400, "send a media 'file', a 'transcript', or both")
         with tempfile.TemporaryDirectory(prefix="deepmsi-upload-") as tmp:
@@ -127,6 +119,17 @@ def create_app(
 
     app.add_middleware(_UploadLimit, max_bytes=max_bytes)
     return app
+
+
+def _upload(value: object, name: str) -> UploadFile | None:
+    """A form's file field; None when absent or left empty in a browser form."""
+    if value is None:
+        return None
+    if not isinstance(value, UploadFile):
+        raise HTTPException(400, f"'{name}' must be a file upload")
+    if not value.filename and value.size == 0:
+        return None  # an empty file input in a browser form
+    return value
 
 
 def _text_field(value: object, name: str) -> str | None:
