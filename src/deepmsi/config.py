@@ -296,15 +296,9 @@ def train_preset(name: str, **overrides: Any) -> TrainConfig:
 # ---- checking ---------------------------------------------------------------------------------
 @cache
 def _hints(cls: type) -> dict[str, Any]:
-    """Field name -> resolved type hint; a hint that cannot be resolved at run time (a name
-    imported for type checking only) maps to ``Any`` and is not checked."""
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        try:
-            out[f.name] = typing.get_type_hints(cls)[f.name]
-        except NameError:
-            out[f.name] = Any
-    return out
+    """Field name -> resolved type hint, for the dataclass fields only (not ``ClassVar``s)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def coerce_fields(cls: type, data: dict[str, Any], what: str = "model config") -> dict[str, Any]:
@@ -326,8 +320,6 @@ def coerce_fields(cls: type, data: dict[str, Any], what: str = "model config") -
 
 def _type_ok(value: Any, hint: Any) -> bool:
     origin = typing.get_origin(hint)
-    if hint is Any:
-        return True
     if origin is tuple:
         (item, _ellipsis) = typing.get_args(hint)
         return isinstance(value, tuple) and all(_type_ok(v, item) for v in value)

@@ -2,7 +2,8 @@
 
 A cache's manifest names its encoders; a run records that manifest. :func:`encoders_from_manifest`
 rebuilds exactly those encoders from it, so a prediction encodes its input the way the training
-data was encoded (``tests/inference/test_predictor.py`` checks the vectors agree).
+data was encoded (``test_features_match_the_cache_and_probabilities_match_the_model`` in
+``tests/inference/test_predictor.py`` checks the vectors agree).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ import numpy as np
 
 from deepmsi.data.subtitles import Cue, read_subtitles
 from deepmsi.errors import ConfigError, DataError
-from deepmsi.features.encoders import encoders_from_manifest
+from deepmsi.features.encoders import DEFAULT_SAMPLE_RATE, encoders_from_manifest
 from deepmsi.inference.results import Prediction, Segment
 from deepmsi.modalities import NAMES, frames_to_float
 from deepmsi.models.context import speaker_indices
@@ -90,7 +90,7 @@ class Predictor:
         self.context = run.context  # DialogueContext head or None
         self.context_mode: str = run.context_mode
         manifest = run.cache_manifest or {}
-        self.sample_rate = int(manifest.get("sample_rate") or 16000)
+        self.sample_rate = int(manifest.get("sample_rate") or DEFAULT_SAMPLE_RATE)
         self.frames = self.config.frames
         self.image_size = self.config.image_size
         encoders = encoders_from_manifest(manifest, self.config.modalities)

@@ -168,8 +168,9 @@ def train(
     info = setup_distributed(cfg.device)
     try:
         records = _split_records(store, train_split, dev_split, train_ids, dev_ids, cfg.seed)
-        session, state = _setup(store, Path(out), model_config, cfg, info, records, resume)
-        session.progress = progress  # bars on rank 0 only
+        session, state = _setup(
+            store, Path(out), model_config, cfg, info, records, resume, progress
+        )
         while state.epoch < cfg.epochs and not state.stopped_early:
             epoch = state.epoch + 1
             t0 = time.perf_counter()
@@ -190,6 +191,7 @@ def _setup(
     info: DistInfo,
     records: tuple[list[Utterance], list[Utterance]],
     resume: bool,
+    progress: bool,
 ) -> tuple[_Session, LoopState]:
     """Run folder (new, or checked for a resume), data, model, loss, optimiser, loop state."""
     if cfg.threads:
@@ -255,7 +257,7 @@ def _setup(
         loader,
         optimizer,
         scheduler,
-        progress=True,
+        progress,
     )
     return session, state
 
