@@ -335,7 +335,8 @@ def _type_ok(value: Any, hint: Any) -> bool:
 def check_field_types(cfg: Any, what: str = "model config") -> None:
     """Check every field of a frozen config dataclass against its type hint (ints are accepted
     for floats and converted; bools are not ints)."""
-    for name, hint in _hints(type(cfg)).items():
+    cls: type = type(cfg)
+    for name, hint in _hints(cls).items():
         value = getattr(cfg, name)
         if not _type_ok(value, hint):
             raise ConfigError(

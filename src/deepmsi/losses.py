@@ -94,6 +94,8 @@ class DeepMSILoss(nn.Module):
     gathered (with gradient) so each rank's anchors meet negatives from the global batch.
     """
 
+    class_weights: torch.Tensor | None
+
     def __init__(
         self,
         contrastive_weight: float = 0.5,

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
+from types import ModuleType
 
 from deepmsi.errors import DeepMSIError
 
@@ -29,7 +30,7 @@ COMMANDS = {
 }
 
 
-def _available() -> dict[str, object]:
+def _available() -> dict[str, ModuleType]:
     modules = {}
     for name, mod in COMMANDS.items():
         try:
@@ -40,7 +41,7 @@ def _available() -> dict[str, object]:
     return modules
 
 
-def build_parser(modules: dict[str, object] | None = None) -> argparse.ArgumentParser:
+def build_parser(modules: dict[str, ModuleType] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deepmsi",
         description="Multimodal emotion recognition (DeepMSI-MER): from clips on disk to a "

@@ -162,24 +162,25 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.cache.exists():
         raise ConfigError(f"{args.cache}: no such feature cache")
-    result = train(
+    trained = train(
         args.cache, args.out, model_cfg, train_cfg, resume=args.resume, progress=progress
     )
     if main:
-        dev = result.best_dev
-        stop = " (stopped early)" if result.stopped_early else ""
+        dev = trained.best_dev
+        stop = " (stopped early)" if trained.stopped_early else ""
         print(
-            f"trained {result.epochs_run} epochs{stop}, {result.seconds_per_epoch:.1f} s/epoch; "
-            f"best epoch {result.best_epoch}: dev accuracy {_pct(dev['accuracy'])}, "
+            f"trained {trained.epochs_run} epochs{stop}, {trained.seconds_per_epoch:.1f} s/epoch; "
+            f"best epoch {trained.best_epoch}: dev accuracy {_pct(dev['accuracy'])}, "
             f"weighted F1 {_pct(dev['weighted_f1'])}, macro F1 {_pct(dev['macro_f1'])} "
             f"({dev['utterances']} utterances)"
         )
-        if result.context_dev is not None:
-            ctx = result.context_dev
+        if trained.context_dev is not None:
+            ctx = trained.context_dev
             print(
-                f"dialogue context ({train_cfg.context}), epoch {result.context_epoch}: dev "
+                f"dialogue context ({train_cfg.context}), epoch {trained.context_epoch}: dev "
                 f"accuracy {_pct(ctx['accuracy'])}, weighted F1 {_pct(ctx['weighted_f1'])}, "
                 f"macro F1 {_pct(ctx['macro_f1'])}"
             )
-        print(f"run folder: {result.run_dir}  (score it: deepmsi evaluate --run {result.run_dir})")
+        run = trained.run_dir
+        print(f"run folder: {run}  (score it: deepmsi evaluate --run {run})")
     return 0

@@ -152,4 +152,4 @@ def write_item(path: Path, features: Features) -> None:
         if value is not None:
             arrays[name] = value
     with atomic_path(path) as tmp, tmp.open("wb") as f:
-        np.savez(f, **arrays)  # a file object: np.savez would add ".npz" to a path
+        np.savez(f, allow_pickle=False, **arrays)  # a file object: a path would get ".npz"

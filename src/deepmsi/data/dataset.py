@@ -95,7 +95,7 @@ class FeatureDataset(Dataset):
         self.records = list(records)
         self.config = config
         if targets is None:
-            targets = [store.labels.index(r.label) for r in self.records]
+            targets = [store.labels.index(r.known_label) for r in self.records]
         self.targets = np.asarray(targets, dtype=np.int64).reshape(len(self.records))
         frame_bytes = config.frames * config.image_size**2 * 3 if "v" in config.modalities else 0
         item_bytes = frame_bytes + 4 * (config.text_dim + config.audio_dim)

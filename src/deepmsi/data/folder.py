@@ -96,6 +96,8 @@ def read_folder(root: Path, *, problems: ProblemLog, labels: LabelSet | None = N
         dialogue = row.get("dialogue_id") or uid
         media = root / row["file"]
         is_audio = media.suffix.lower() in AUDIO_SUFFIXES
+        split = splits[uid] if splits else normalise_split(row["split"])
+        assert split is not None  # rows with an unknown split were problems above
         utterances.append(
             Utterance(
                 id=uid,
@@ -104,7 +106,7 @@ def read_folder(root: Path, *, problems: ProblemLog, labels: LabelSet | None = N
                 speaker=row.get(speaker_col, "") if speaker_col else "",
                 text=row.get("transcript") or None,
                 label=label_set.canonical(row["emotion"]),
-                split=normalise_split(row["split"]) if not splits else splits[uid],
+                split=split,
                 video=None if is_audio else media,
                 audio=media,
             )

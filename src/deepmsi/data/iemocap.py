@@ -118,7 +118,7 @@ def _read_dialogue(
     video_path = video if video.is_file() else None
     wav_dir = session / "sentences" / "wav" / dialog
 
-    utterances = []
+    utterances: list[Utterance] = []
     for start, end, uid, raw in sorted(entries):
         label = label_set.canonical(raw)
         if label is None:

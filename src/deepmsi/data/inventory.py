@@ -69,14 +69,14 @@ class Inventory:
     def table(self) -> str:
         """A plain-text table per split (counts per label), then modalities and problems."""
         names = list(self.label_set.names)
-        header = ["split", "utterances", "dialogues", *names]
-        rows = [
-            [split, s.utterances, s.dialogues, *(s.labels.get(n, 0) for n in names)]
+        header: list[object] = ["split", "utterances", "dialogues", *names]
+        counts = {
+            split: [s.utterances, s.dialogues, *(s.labels.get(n, 0) for n in names)]
             for split, s in self.splits.items()
-        ]
-        if len(rows) > 1:
-            totals = [sum(row[i] for row in rows) for i in range(1, len(header))]
-            rows.append(["all", *totals])
+        }
+        if len(counts) > 1:
+            counts["all"] = [sum(column) for column in zip(*counts.values(), strict=True)]
+        rows: list[list[object]] = [[split, *values] for split, values in counts.items()]
         widths = [max(len(str(v)) for v in column) for column in zip(header, *rows, strict=True)]
         lines = [f"dataset {self.dataset} (labels: {self.label_set.name})"]
         for row in [header, *rows]:

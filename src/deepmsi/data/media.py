@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -125,7 +126,7 @@ def decode_audio(
         _seek(container, stream, start)
         resampler = av.AudioResampler(format="fltp", rate=sample_rate)
         chunks: list[np.ndarray] = []  # each [C, n]
-        t0 = None
+        t0: float | None = None
         for frame in container.decode(stream):
             if t0 is None:
                 t0 = frame.time or 0.0
@@ -138,6 +139,7 @@ def decode_audio(
             raise DataError(path, "audio stream has no samples")
         raise DataError(path, f"no audio samples between {start} s and {end} s")
     audio = np.concatenate(chunks, axis=1).mean(axis=0, dtype=np.float32)  # [C, T] -> [T]
+    t0 = t0 or 0.0
     first = 0 if start is None else max(0, round((start - t0) * sample_rate))
     last = len(audio) if end is None else max(0, round((end - t0) * sample_rate))
     audio = audio[first:last]
@@ -202,13 +204,13 @@ def _nearest_frames(frames, targets: list[float], stream) -> list:
     """For each target time (ascending), the decoded frame closest to it."""
     rate = float(stream.average_rate or 25)
     chosen: list = []
-    prev = None  # (time, frame)
+    prev: tuple[float, Any] | None = None  # (time, frame)
     for index, frame in enumerate(frames):
         t = frame.time if frame.time is not None else index / rate
         while len(chosen) < len(targets) and t >= targets[len(chosen)]:
             target = targets[len(chosen)]
-            use_prev = prev is not None and target - prev[0] <= t - target
-            chosen.append(prev[1] if use_prev else frame)
+            closer = prev if prev is not None and target - prev[0] <= t - target else None
+            chosen.append(frame if closer is None else closer[1])
         if len(chosen) == len(targets):
             return chosen
         prev = (t, frame)
@@ -217,7 +219,7 @@ def _nearest_frames(frames, targets: list[float], stream) -> list:
     return chosen + [prev[1]] * (len(targets) - len(chosen))
 
 
-_CASCADES: dict[str, object] = {}
+_CASCADES: dict[str, Any] = {}
 
 
 def _cascade(name: str):
@@ -225,7 +227,7 @@ def _cascade(name: str):
     if name not in _CASCADES:
         import cv2
 
-        path = Path(cv2.data.haarcascades) / f"haarcascade_{name}.xml"
+        path = Path(cv2.data.haarcascades) / f"haarcascade_{name}.xml"  # type: ignore[attr-defined]
         cascade = cv2.CascadeClassifier(str(path))
         if cascade.empty():
             raise DataError(path, "cannot load OpenCV's face detector")
@@ -290,7 +292,12 @@ class FaceCropper:
         x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
         if flip:
             x = grey.shape[1] - x - w
-        return tuple(int(round(v / scale)) for v in (x, y, w, h))
+        return (
+            int(round(x / scale)),
+            int(round(y / scale)),
+            int(round(w / scale)),
+            int(round(h / scale)),
+        )
 
     def detect(self, frame: np.ndarray, *, profile: bool = False) -> Box | None:
         """The largest face in an RGB [H,W,3] frame as (x, y, w, h) pixels, or None."""

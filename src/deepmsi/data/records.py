@@ -46,6 +46,13 @@ class Utterance:
             present.append("video")
         return tuple(present)
 
+    @property
+    def known_label(self) -> str:
+        """The label, where only labelled utterances can arrive (``FeatureStore.records``)."""
+        if self.label is None:
+            raise ValueError(f"utterance {self.id!r} has no label")
+        return self.label
+
 
 @dataclass
 class Dataset:

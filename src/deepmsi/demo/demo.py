@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 # synthetic cues are learnable (see ``deepmsi.demo.synthetic``): small faces, few frames, and a
 # smaller video backbone than the cpu preset's.
 CORPUS = {"dialogues": 100, "seconds": 1.2, "fps": 10, "size": 112}
-PREPARE = {"frames": 4, "image_size": 48}
+PREPARE: dict[str, Any] = {"frames": 4, "image_size": 48}
 MODEL = {
     "patch_size": 3,  # 48 px -> token grids 16/8/4/2
     "vsc_grids": (3, 2),

@@ -626,10 +626,10 @@ def _encode(path: Path, frames: np.ndarray, audio: np.ndarray, render: _Render, 
         step = 1024  # AAC frame size
         for start in range(0, len(audio), step):
             chunk = np.ascontiguousarray(audio[None, start : start + step])  # [1, T'] planar
-            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = render.sample_rate, start
-            frame.time_base = Fraction(1, render.sample_rate)
-            container.mux(sound.encode(frame))
+            samples = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+            samples.sample_rate, samples.pts = render.sample_rate, start
+            samples.time_base = Fraction(1, render.sample_rate)
+            container.mux(sound.encode(samples))
         container.mux(sound.encode(None))
 
 

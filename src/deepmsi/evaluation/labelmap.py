@@ -58,7 +58,9 @@ def map_labels(
 ) -> tuple[list[Utterance], list[int], dict[str, int]]:
     """(kept records, their class indices in ``run_labels``, counts of left-out labels)."""
     label_map = {k.strip().lower(): v for k, v in (label_map or {}).items()}
-    kept, targets, left = [], [], Counter()
+    kept: list[Utterance] = []
+    targets: list[int] = []
+    left: Counter[str] = Counter()
     for r in records:
         if r.label is None:
             continue

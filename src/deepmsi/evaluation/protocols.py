@@ -212,7 +212,7 @@ def kfold(
     train_config = train_config or TrainConfig()
     store = cache if isinstance(cache, FeatureStore) else FeatureStore(cache)
     records = store.records()
-    labels = [r.label for r in records]
+    labels = [r.known_label for r in records]
     results = []
     for i, (rest, test) in enumerate(kfold_splits(labels, folds, train_config.seed)):
         inner_tr, inner_dev = inner_split(

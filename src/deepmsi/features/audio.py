@@ -457,7 +457,8 @@ class Wav2Vec2Encoder:
         return {"name": self.name, "max_seconds": self.max_seconds}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["name"], max_seconds=state["max_seconds"])
+        # Fields only: the loaded model (a cached property) is rebuilt on first use.
+        self.__dict__.update(name=state["name"], max_seconds=state["max_seconds"])
 
     @cached_property
     def _loaded(self):

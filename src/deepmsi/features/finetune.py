@@ -241,7 +241,8 @@ class TextClassifier(nn.Module):
     -> (pooled [B, D], logits [B, K]).
     """
 
-    def __init__(self, encoder: nn.Module, num_classes: int, frozen_layers: int) -> None:
+    def __init__(self, encoder: Any, num_classes: int, frozen_layers: int) -> None:
+        # encoder: a transformers BERT-like model (``embeddings``, ``encoder.layer``, ``config``)
         super().__init__()
         self.encoder = encoder  # loaded frozen; only its top layers learn
         self.frozen_layers = frozen_layers
@@ -441,7 +442,7 @@ def _finetune(dataset, ex: _Examples, out_dir, options, states_cache, predict_al
         len(ex.pairs),
         len(ex.train),
         len(ex.dev),
-        enc["lengths"].mean(),
+        float(np.mean(enc["lengths"])),
     )
     t0 = time.perf_counter()
     cache_path = Path(states_cache) if states_cache else None

@@ -24,7 +24,7 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -281,7 +281,7 @@ def _decode(job: _Job) -> _Decoded:
         return _Decoded(None, None, 0, (file, f"{type(err).__name__}: {err}"))
 
 
-def _decoded(jobs: list[_Job], workers: int) -> Iterator[_Decoded]:
+def _decoded(jobs: list[_Job], workers: int) -> Generator[_Decoded]:
     """Results in job order, from a pool of ``workers`` processes or in-process."""
     if workers <= 1 or len(jobs) < MIN_PARALLEL:
         _worker_init()

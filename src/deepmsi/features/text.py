@@ -70,7 +70,8 @@ def in_conversation(
 ) -> list[DialogueText]:
     """One conversation in turn order -> each turn with up to ``past`` earlier turns that have
     text (a turn without text gets an empty ``DialogueText`` and is no one's past)."""
-    out, turns = [], []
+    out: list[DialogueText] = []
+    turns: list[str] = []
     for i, text in enumerate(texts):
         speaker = (speakers[i] if speakers is not None else None) or ""
         keep = tuple(turns[max(0, len(turns) - past) :]) if past > 0 else ()
@@ -86,7 +87,7 @@ def with_past_turns(utterances: Iterable[Utterance], past: int) -> dict[str, Dia
     dialogues: dict[str, list[Utterance]] = {}
     for u in utterances:
         dialogues.setdefault(u.dialogue_id, []).append(u)
-    out = {}
+    out: dict[str, DialogueText] = {}
     for turns in dialogues.values():
         turns = sorted(turns, key=lambda u: u.turn)
         items = in_conversation([u.text for u in turns], [u.speaker for u in turns], past)
@@ -124,7 +125,8 @@ class TextEncoder:
         return {"name": self.name, "batch_size": self.batch_size}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["name"], batch_size=state["batch_size"])
+        # Fields only: the loaded model (a cached property) is rebuilt on first use.
+        self.__dict__.update(name=state["name"], batch_size=state["batch_size"])
 
     @cached_property
     def _loaded(self):
@@ -212,6 +214,9 @@ class TextEncoder:
         import torch
 
         tokenizer, model, _ = self._loaded
+        reading = self.finetuned
+        if reading is None:
+            raise ValueError(f"{self.name}: pairs are read by a fine-tuned dialogue encoder only")
         out = np.zeros((len(pairs), self.dim), np.float32)
         with torch.inference_mode():
             for lo in range(0, len(pairs), self.batch_size):
@@ -221,7 +226,7 @@ class TextEncoder:
                     [p[1] for p in chunk],
                     padding=True,
                     truncation="longest_first",  # trims the longer side, usually the context
-                    max_length=int(self.finetuned["max_len"]),
+                    max_length=int(reading["max_len"]),
                     return_tensors="pt",
                     return_token_type_ids=True,
                 )

@@ -29,6 +29,7 @@ from deepmsi.errors import DataError
 from deepmsi.modalities import frames_to_float
 
 if TYPE_CHECKING:
+    from deepmsi.models.deepmsi import DeepMSI
     from deepmsi.runs.folder import Run
 
 __all__ = [
@@ -64,19 +65,19 @@ class ProbabilityModel(nn.Module):
     ``DeepMSI.forward``, which the parity check compares against.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: DeepMSI) -> None:
         super().__init__()
         self.model = model
         self.names = tuple(model.names)
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
         n = len(self.names)
-        inputs = dict(zip(self.names, args[:n], strict=True))
+        inputs: dict[str, torch.Tensor | None] = dict(zip(self.names, args[:n], strict=True))
         mask = dict(zip(self.names, args[n:], strict=True))
         return torch.softmax(self.model.fuse(inputs, mask, traceable=True).logits, dim=-1)
 
 
-def input_names(model: torch.nn.Module) -> tuple[str, ...]:
+def input_names(model: DeepMSI) -> tuple[str, ...]:
     """ONNX input names for a model: feature inputs in modality order, then presence masks."""
     names = tuple(model.names)
     feature = {"text": "text", "audio": "audio", "video": "frames"}
@@ -84,7 +85,7 @@ def input_names(model: torch.nn.Module) -> tuple[str, ...]:
 
 
 def onnx_inputs(
-    model: torch.nn.Module,
+    model: DeepMSI,
     text: np.ndarray | None = None,
     audio: np.ndarray | None = None,
     frames: np.ndarray | None = None,
@@ -114,7 +115,7 @@ def onnx_inputs(
 
 
 def export_onnx(
-    model: torch.nn.Module,
+    model: DeepMSI,
     path: str | Path,
     *,
     check_inputs: dict[str, np.ndarray] | None = None,
@@ -194,7 +195,7 @@ def run_onnx(path: str | Path, feed: dict[str, np.ndarray]) -> np.ndarray:
     return session.run(["probabilities"], {k: v for k, v in feed.items() if k in wanted})[0]
 
 
-def torch_probabilities(model: torch.nn.Module, feed: dict[str, np.ndarray]) -> np.ndarray:
+def torch_probabilities(model: DeepMSI, feed: dict[str, np.ndarray]) -> np.ndarray:
     """The same probabilities from the torch model's own ``forward`` (the reference)."""
     tensors = {k: torch.from_numpy(v) for k, v in feed.items()}
     present = {n: tensors[f"{n}_present"] for n in model.names}
@@ -208,7 +209,7 @@ def torch_probabilities(model: torch.nn.Module, feed: dict[str, np.ndarray]) -> 
         return torch.softmax(out.logits, dim=-1).numpy()
 
 
-def max_abs_diff(model: torch.nn.Module, path: str | Path, feed: dict[str, np.ndarray]) -> float:
+def max_abs_diff(model: DeepMSI, path: str | Path, feed: dict[str, np.ndarray]) -> float:
     return float(np.abs(run_onnx(path, feed) - torch_probabilities(model, feed)).max())
 
 
@@ -236,7 +237,7 @@ def check_feed(run: Run, n: int = 8, *, seed: int = 0) -> tuple[dict[str, np.nda
     return feed, f"{n} random inputs"
 
 
-def _stack_items(model: nn.Module, items: list) -> dict[str, np.ndarray]:
+def _stack_items(model: DeepMSI, items: list) -> dict[str, np.ndarray]:
     """An ONNX feed from cached ``Features`` (missing arrays become zeros marked absent)."""
     cfg = model.cfg
     shapes = {

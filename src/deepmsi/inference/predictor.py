@@ -244,7 +244,7 @@ class Predictor:
                 )
             if self._cropper is not None:
                 raw = decode_frames(media, num_frames=self.frames, start=span.start, end=span.end)
-        if raw is not None:
+        if raw is not None and self._cropper is not None:
             with self._timed("face_crop"):
                 crops = self._cropper.crop_clip(raw)[0]  # [F, S, S, 3], as in prepare
         return wave, crops

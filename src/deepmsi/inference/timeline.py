@@ -65,6 +65,9 @@ def _spans(prediction: Prediction) -> list[tuple[float, float]]:
     segs = prediction.segments
     if not segs:
         raise ValueError(f"{prediction.source}: no segments to plot")
-    if any(s.start is None or s.end is None for s in segs):
-        return [(float(i), float(i + 1)) for i in range(len(segs))]
-    return [(float(s.start), float(max(s.end, s.start + 1e-3))) for s in segs]
+    spans = []
+    for s in segs:
+        if s.start is None or s.end is None:
+            return [(float(i), float(i + 1)) for i in range(len(segs))]
+        spans.append((float(s.start), float(max(s.end, s.start + 1e-3))))
+    return spans

@@ -9,6 +9,7 @@ TCN over the frames.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import nn
@@ -40,6 +41,9 @@ class DeepMSIOutput:
 
 class VideoEncoder(nn.Module):
     """Frames [B, F, 3, S, S] in [0, 1] (+ guidance [B, C3]) -> video feature [B, D_v]."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -84,7 +88,7 @@ class DeepMSI(nn.Module):
         self.placeholders = nn.ParameterDict(
             {name: nn.Parameter(torch.randn(d) * 0.02) for name, d in dims.items()}
         )
-        guide_inputs = {n: dims[n] for n in ("text", "audio") if n in dims}
+        guide_inputs: dict[str, int] = {n: dims[n] for n in ("text", "audio") if n in dims}
         self.guidance = None
         if self.video is not None and cfg.vsc and guide_inputs:
             self.guidance = Guidance(
@@ -119,7 +123,7 @@ class DeepMSI(nn.Module):
         if not given:
             raise ValueError("DeepMSI needs at least one of text, audio, frames")
         b = given[0].shape[0]
-        device = self.classifier.net[0].weight.device
+        device = next(self.classifier.parameters()).device
         mask = self._present(inputs, present or {}, b, device)
         if self.training and self.cfg.modality_dropout > 0:
             mask = modality_dropout(mask, self.cfg.modality_dropout)
@@ -140,7 +144,7 @@ class DeepMSI(nn.Module):
         branch, as a traced (ONNX) graph needs.
         """
         b = next(m.shape[0] for m in mask.values())
-        features = {
+        features: dict[str, torch.Tensor] = {
             n: self._fill(
                 n, None if inputs[n] is None else self.input_norms[n](inputs[n]), mask[n], b
             )
@@ -191,11 +195,11 @@ class DeepMSI(nn.Module):
     def _check_shape(self, name: str, x: torch.Tensor, b: int) -> None:
         cfg = self.cfg
         s = cfg.image_size
-        want = {"text": (b, cfg.text_dim), "audio": (b, cfg.audio_dim)}.get(name)
         if name == "video":
             ok = x.ndim == 5 and x.shape[0] == b and tuple(x.shape[2:]) == (3, s, s)
             shape = f"[{b}, F, 3, {s}, {s}]"
         else:
+            want = (b, cfg.text_dim if name == "text" else cfg.audio_dim)
             ok = tuple(x.shape) == want
             shape = str(list(want))
         if not ok:
@@ -204,7 +208,7 @@ class DeepMSI(nn.Module):
     def set_input_stats(self, stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Standardise text/audio inputs with these (mean [D], std [D]) from now on."""
         for name, (mean, std) in stats.items():
-            self.input_norms[name].set_stats(mean, std)
+            cast(FeatureNorm, self.input_norms[name]).set_stats(mean, std)
 
     def _fill(self, name: str, x: torch.Tensor | None, mask: torch.Tensor, b: int) -> torch.Tensor:
         """[B, D] with the placeholder wherever ``mask`` is False (or everywhere if x is None)."""

@@ -9,6 +9,7 @@ Tokens are kept flat, [N, L, C] with L = H * W; each block knows its grid static
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +53,10 @@ def _relative_position_index(window: int) -> torch.Tensor:
 
 class WindowAttention(nn.Module):
     """Cosine multi-head self-attention inside w x w windows: [B*nW, N, C] -> [B*nW, N, C]."""
+
+    k_bias: torch.Tensor
+    coords_table: torch.Tensor
+    position_index: torch.Tensor
 
     def __init__(
         self, dim: int, num_heads: int, window: int, cpb_hidden: int = 512, dropout: float = 0.0
@@ -103,6 +108,8 @@ class SwinV2Block(nn.Module):
     With ``keep_grid`` set, the block is a VSC block: after attention it keeps ``keep_grid**2``
     tokens (guided by [N, C] guidance), so it maps [N, grid^2, C] -> [N, keep_grid^2, C].
     """
+
+    attn_mask: torch.Tensor
 
     def __init__(
         self,
@@ -298,7 +305,8 @@ class SwinV2(nn.Module):
 
     def stage_tokens(self) -> list[tuple[int, int]]:
         """(tokens in, tokens out) of every stage, after patch merging; static given the config."""
-        return [(s.in_grid**2, s.out_grid**2) for s in self.stages]
+        stages = cast(list[SwinV2Stage], list(self.stages))
+        return [(s.in_grid**2, s.out_grid**2) for s in stages]
 
     def forward(self, images: torch.Tensor, guidance: torch.Tensor | None = None) -> torch.Tensor:
         """images [N, 3, S, S], guidance [N, C3] or None -> [N, C_last]."""

@@ -11,7 +11,8 @@ from torch.nn.utils.parametrizations import weight_norm
 def _causal_conv(in_ch: int, out_ch: int, kernel: int, dilation: int) -> nn.Conv1d:
     conv = nn.Conv1d(in_ch, out_ch, kernel, dilation=dilation)
     nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
-    nn.init.zeros_(conv.bias)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
     return weight_norm(conv)
 
 

@@ -15,6 +15,9 @@ class FeatureNorm(nn.Module):
     then saved and loaded with the weights, so inference and ONNX export apply the same scaling.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, dim: int, eps: float = 1e-6) -> None:
         super().__init__()
         self.eps = eps

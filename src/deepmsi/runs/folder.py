@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import torch
 
     from deepmsi.models.context import DialogueContext
+    from deepmsi.models.deepmsi import DeepMSI
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +82,14 @@ class Run:
     """A trained model loaded from a run folder, in eval mode on ``device``."""
 
     path: Path
-    model: torch.nn.Module
+    model: DeepMSI
     model_config: ModelConfig
     train_config: TrainConfig
     labels: LabelSet
     cache_manifest: dict
     cache_path: str | None
     epoch: int | None  # the epoch whose weights were loaded (None when unknown)
-    context: torch.nn.Module | None = None  # DialogueContext head, when the run has one
+    context: DialogueContext | None = None  # the dialogue-context head, when the run has one
 
     @property
     def context_mode(self) -> str:
@@ -161,7 +162,7 @@ def load_weights(model: torch.nn.Module, path: Path) -> int | None:
     return int(epoch) if epoch is not None else None
 
 
-def checkpoint_paths(run_dir: Path, epoch: int) -> tuple[Path, Path]:
+def checkpoint_paths(run_dir: str | Path, epoch: int) -> tuple[Path, Path]:
     """(weights, state) paths of an epoch's checkpoint."""
     base = Path(run_dir) / CHECKPOINT_DIR / f"epoch_{epoch:03d}"
     return base.with_suffix(".safetensors"), base.with_suffix(".state.pt")
@@ -212,7 +213,7 @@ def load_state(run_dir: Path, epoch: int) -> dict[str, Any]:
 
 def save_context(
     run_dir: Path,
-    head: torch.nn.Module,
+    head: DialogueContext,
     *,
     epoch: int,
     utterance_epoch: int,
@@ -238,7 +239,7 @@ def save_context(
 
 def load_context(
     run_dir: str | Path, *, utterance_epoch: int | None, device: str = "cpu"
-) -> torch.nn.Module | None:
+) -> DialogueContext | None:
     """The run's dialogue-context head in eval mode, or None when it has none or when the loaded
     utterance weights (``utterance_epoch``) are not the ones the head was fitted on."""
     from safetensors import safe_open
@@ -269,7 +270,7 @@ def load_context(
     return head.to(device).eval()
 
 
-def build_model(config: ModelConfig) -> torch.nn.Module:
+def build_model(config: ModelConfig) -> DeepMSI:
     from deepmsi.models import DeepMSI
 
     return DeepMSI(config)

@@ -288,7 +288,7 @@ def _open_run_folder(
 def _loader(
     train_ds: FeatureDataset, cfg: TrainConfig, info: DistInfo, device: torch.device
 ) -> tuple[torch.utils.data.DistributedSampler, DataLoader]:
-    sampler = torch.utils.data.DistributedSampler(
+    sampler: torch.utils.data.DistributedSampler = torch.utils.data.DistributedSampler(
         train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed
     )
     per_rank = len(sampler)
@@ -563,7 +563,7 @@ def _carve_dev(records: list[Utterance], seed: int, fraction: float = 0.1):
     """A stratified dev split taken from training records when the cache has none."""
     from sklearn.model_selection import train_test_split
 
-    labels = [r.label for r in records]
+    labels = [r.known_label for r in records]
     n_dev = max(1, int(round(fraction * len(records))))
     counts = np.unique(labels, return_counts=True)[1]
     strat = labels if counts.min() >= 2 and n_dev >= len(counts) else None
