@@ -11,25 +11,13 @@ import av
 import cv2
 import numpy as np
 import pytest
+from helpers_data import MELD_COLUMNS  # the official header, written out independently of src
 
 from deepmsi.cli import main
 from deepmsi.demo.synthetic import CSV_NAMES, SPLIT_DIRS, write_corpus
 from deepmsi.errors import ConfigError
 from deepmsi.labels import MELD7
 
-MELD_COLUMNS = [
-    "Sr No.",
-    "Utterance",
-    "Speaker",
-    "Emotion",
-    "Sentiment",
-    "Dialogue_ID",
-    "Utterance_ID",
-    "Season",
-    "Episode",
-    "StartTime",
-    "EndTime",
-]
 TINY = {"size": 64, "fps": 6, "seconds": 0.8, "progress": False}
 
 
