@@ -110,6 +110,33 @@ def test_deepmsi_loss_combines_ce_and_the_two_video_pairs() -> None:
     assert out.embeddings["video"].grad[8:].abs().sum() == 0  # missing video: no anchor
 
 
+def test_unimodal_term_is_each_heads_cross_entropy_on_present_samples_only() -> None:
+    out = _output(10, 4)
+    y = torch.arange(10) % 4
+    g = torch.Generator().manual_seed(1)
+    out.unimodal = {
+        n: torch.randn(10, 4, generator=g, requires_grad=True) for n in ("text", "video")
+    }
+    video_ok = torch.tensor([True] * 7 + [False] * 3)
+    out.present["video"] = video_ok
+    loss = DeepMSILoss(contrastive_weight=0.5, unimodal_weight=0.7)(out, y)
+    text_ce = F.cross_entropy(out.unimodal["text"], y)
+    video_ce = F.cross_entropy(out.unimodal["video"][video_ok], y[video_ok])
+    assert loss.unimodal.item() == pytest.approx(((text_ce + video_ce) / 2).item(), rel=1e-6)
+    want = loss.ce + 0.5 * loss.contrastive + 0.7 * loss.unimodal
+    assert loss.total.item() == pytest.approx(want.item(), rel=1e-6)
+    loss.total.backward()
+    assert out.unimodal["video"].grad[7:].abs().sum() == 0  # a placeholder teaches nothing
+    assert out.unimodal["video"].grad[:7].abs().sum() > 0
+
+
+def test_without_unimodal_logits_the_term_is_zero() -> None:
+    out = _output(6, 3)
+    loss = DeepMSILoss(unimodal_weight=1.0)(out, torch.arange(6) % 3)
+    assert loss.unimodal.item() == 0.0
+    assert loss.total.item() == pytest.approx((loss.ce + 0.5 * loss.contrastive).item())
+
+
 def test_models_without_video_have_no_contrastive_term() -> None:
     out = _output(6, 3, names=("text", "audio"))
     loss = DeepMSILoss()(out, torch.arange(6) % 3)

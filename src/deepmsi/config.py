@@ -114,6 +114,8 @@ class ModelConfig(Options):
     dropout: float = 0.3
     projection_dropout: float = 0.2
     modality_dropout: float = 0.0
+    # A linear classifier per modality projection, trained beside the fusion (not in the paper).
+    unimodal_heads: bool = False
 
     def check(self) -> None:
         parse_modalities(self.modalities, "model config: modalities")
@@ -242,6 +244,8 @@ class TrainConfig(Options):
     seed: int = 0
     contrastive_weight: float = 0.5
     temperature: float = 0.5
+    unimodal_weight: float = 0.0
+    video_lr_scale: float = 1.0
     class_weights: bool = False
     grad_clip: float = 1.0
     eval_batch_size: int = 64
@@ -263,6 +267,8 @@ class TrainConfig(Options):
             "patience": self.patience >= 0,
             "contrastive_weight": self.contrastive_weight >= 0,
             "temperature": self.temperature > 0,
+            "unimodal_weight": self.unimodal_weight >= 0,
+            "video_lr_scale": self.video_lr_scale > 0,
             "grad_clip": self.grad_clip >= 0,
             "num_workers": self.num_workers >= 0,
             "threads": self.threads >= 0,

@@ -25,11 +25,12 @@ PARTNERS = ("text", "audio")
 
 @dataclass
 class LossOutput:
-    """total = ce + contrastive_weight * contrastive (scalars)."""
+    """total = ce + contrastive_weight * contrastive + unimodal_weight * unimodal (scalars)."""
 
     total: torch.Tensor
     ce: torch.Tensor
     contrastive: torch.Tensor
+    unimodal: torch.Tensor
 
 
 def cross_modal_supcon(
@@ -87,7 +88,8 @@ def cross_modal_supcon(
 
 
 class DeepMSILoss(nn.Module):
-    """cross-entropy + ``contrastive_weight`` x mean(video->text, video->audio) SupCon.
+    """cross-entropy + ``contrastive_weight`` x mean(video->text, video->audio) SupCon
+    (+ ``unimodal_weight`` x the unimodal heads' mean cross-entropy, when the model has them).
 
     Only pairs whose two modalities the model has count (a model without video has no
     contrastive term). Under DDP the embeddings, labels and presence masks of every rank are
@@ -101,11 +103,13 @@ class DeepMSILoss(nn.Module):
         contrastive_weight: float = 0.5,
         temperature: float = 0.5,
         class_weights: torch.Tensor | None = None,
+        unimodal_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.contrastive_weight = contrastive_weight
+        self.unimodal_weight = unimodal_weight
         self.temperature = temperature
         self.register_buffer("class_weights", class_weights, persistent=False)
 
@@ -113,7 +117,23 @@ class DeepMSILoss(nn.Module):
         """output.logits [B, K], output.embeddings name -> [B, P]; labels [B] int64."""
         ce = F.cross_entropy(output.logits, labels, weight=self.class_weights)
         contrastive = self.contrastive(output, labels)
-        return LossOutput(ce + self.contrastive_weight * contrastive, ce, contrastive)
+        unimodal = self.unimodal(output, labels)
+        total = ce + self.contrastive_weight * contrastive + self.unimodal_weight * unimodal
+        return LossOutput(total, ce, contrastive, unimodal)
+
+    def unimodal(self, output: DeepMSIOutput, labels: torch.Tensor) -> torch.Tensor:
+        """Mean over modalities of each unimodal head's cross-entropy on the samples that have
+        that modality (a placeholder teaches its head nothing)."""
+        terms = []
+        for name, logits in output.unimodal.items():
+            present = output.present.get(name)
+            if present is not None:
+                logits, targets = logits[present], labels[present]
+            else:
+                targets = labels
+            if len(targets):
+                terms.append(F.cross_entropy(logits, targets, weight=self.class_weights))
+        return torch.stack(terms).mean() if terms else output.logits.sum() * 0.0
 
     def contrastive(self, output: DeepMSIOutput, labels: torch.Tensor) -> torch.Tensor:
         emb = output.embeddings

@@ -176,6 +176,19 @@ def test_gradients_reach_every_parameter_including_the_guidance() -> None:
     assert all(g > 0 for g in guidance_grads)
 
 
+def test_unimodal_heads_read_each_projection() -> None:
+    torch.manual_seed(0)
+    cfg = model_preset("tiny", unimodal_heads=True)
+    model = DeepMSI(cfg).eval()
+    out = model(**make_batch(cfg, b=3))
+    assert set(out.unimodal) == {"text", "audio", "video"}
+    for name, logits in out.unimodal.items():
+        head = model.unimodal_heads[name]
+        torch.testing.assert_close(logits, head(out.embeddings[name]))
+        assert logits.shape == (3, cfg.num_classes)
+    assert DeepMSI(model_preset("tiny")).eval()(**make_batch(cfg, b=3)).unimodal == {}
+
+
 def test_modality_dropout_only_while_training_and_never_everything() -> None:
     cfg = model_preset("tiny", modality_dropout=0.5)
     model = DeepMSI(cfg)

@@ -162,6 +162,34 @@ def test_train_config_overrides_are_checked():
     assert TrainConfig.from_dict(TrainConfig(seed=3).to_dict()) == TrainConfig(seed=3)
 
 
+def test_video_learning_rate_scale_makes_a_second_group() -> None:
+    model = ckpt.build_model(model_preset("tiny"))
+    one = train_mod._param_groups(model, train_preset("tiny", lr=1e-3))
+    assert len(one) == 1 and len(one[0]["params"]) == len(list(model.parameters()))
+    rest, video = train_mod._param_groups(model, train_preset("tiny", lr=1e-3, video_lr_scale=0.5))
+    assert video["lr"] == pytest.approx(5e-4) and rest["lr"] == pytest.approx(1e-3)
+    video_ids = {id(p) for p in model.video.parameters()}
+    assert {id(p) for p in video["params"]} == video_ids
+    assert not video_ids & {id(p) for p in rest["params"]}
+    assert len(rest["params"]) + len(video["params"]) == len(list(model.parameters()))
+
+
+def test_unimodal_weight_needs_unimodal_heads(cache, tmp_path):
+    with pytest.raises(ConfigError, match="unimodal_heads"):
+        train(cache, tmp_path / "run", _model(), train_preset("tiny", unimodal_weight=1.0))
+
+
+def test_unimodal_training_logs_its_term(cache, tmp_path):
+    result = train(
+        cache,
+        tmp_path / "run",
+        model_preset("tiny", unimodal_heads=True),
+        train_preset("tiny", epochs=1, unimodal_weight=1.0, video_lr_scale=0.5),
+        progress=False,
+    )
+    assert result.history[0]["train_unimodal"] > 0
+
+
 def test_kfold10_never_selects_on_the_scored_fold(cache, tmp_path, monkeypatch):
     current: dict[str, object] = {}
     selected: dict[str, set[str]] = {}

@@ -31,12 +31,14 @@ class DeepMSIOutput:
     present name -> BoolTensor[B], which samples really had the modality (after modality
     dropout), so the loss can leave placeholders out of the contrastive term; joint [B, M*P],
     the concatenated projections the classifier reads (the utterance vector a dialogue-context
-    head builds on)."""
+    head builds on); unimodal name -> [B, K], each modality's own logits when the model has
+    unimodal heads (training reads them; prediction uses ``logits``)."""
 
     logits: torch.Tensor
     embeddings: dict[str, torch.Tensor]
     present: dict[str, torch.Tensor] = field(default_factory=dict)
     joint: torch.Tensor | None = None
+    unimodal: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class VideoEncoder(nn.Module):
@@ -105,6 +107,13 @@ class DeepMSI(nn.Module):
         self.classifier = MlpHead(
             cfg.projection_dim * len(dims), cfg.classifier_hidden, cfg.num_classes, cfg.dropout
         )
+        # A linear classifier per projection gives each branch a gradient of its own, so the
+        # fusion cannot leave the slow-to-learn video branch behind (see docs/balanced-training.md).
+        self.unimodal_heads = (
+            nn.ModuleDict({n: nn.Linear(cfg.projection_dim, cfg.num_classes) for n in dims})
+            if cfg.unimodal_heads
+            else None
+        )
 
     def forward(
         self,
@@ -164,7 +173,10 @@ class DeepMSI(nn.Module):
         embeddings = {n: self.projections[n](features[n]) for n in self.names}
         joint = torch.cat([embeddings[n] for n in self.names], dim=-1)  # [B, M*P]
         logits = self.classifier(joint)
-        return DeepMSIOutput(logits=logits, embeddings=embeddings, present=mask, joint=joint)
+        unimodal = {}
+        if self.unimodal_heads is not None:
+            unimodal = {n: head(embeddings[n]) for n, head in self.unimodal_heads.items()}
+        return DeepMSIOutput(logits, embeddings, mask, joint, unimodal)
 
     # ---- helpers ------------------------------------------------------------------------------
     def _present(

@@ -205,6 +205,8 @@ def _setup(
     train_ds = FeatureDataset(store, train_recs, model_config)
     dev_ds = FeatureDataset(store, dev_recs, model_config)
 
+    if cfg.unimodal_weight > 0 and not model_config.unimodal_heads:
+        raise ConfigError("unimodal_weight > 0 needs a model with unimodal_heads=True")
     torch.manual_seed(cfg.seed)
     model = runs.build_model(model_config)
     model.set_input_stats(input_statistics(train_ds))  # a resumed run restores the same values
@@ -215,10 +217,11 @@ def _setup(
     criterion = DeepMSILoss(
         contrastive_weight=cfg.contrastive_weight,
         temperature=cfg.temperature,
+        unimodal_weight=cfg.unimodal_weight,
         **({"class_weights": weights} if weights is not None else {}),
     )
     sampler, loader = _loader(train_ds, cfg, info, device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(cfg, cfg.epochs * len(loader))
     )
@@ -260,6 +263,17 @@ def _setup(
         progress,
     )
     return session, state
+
+
+def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """The video branch at ``video_lr_scale`` x the learning rate, everything else at it (one
+    group when the scale is 1, as runs before the option had: they still resume)."""
+    params = dict(model.named_parameters())
+    video = [p for n, p in params.items() if n.startswith("video.")]
+    if cfg.video_lr_scale == 1.0 or not video:
+        return [{"params": list(params.values()), "lr": cfg.lr}]
+    rest = [p for n, p in params.items() if not n.startswith("video.")]
+    return [{"params": rest, "lr": cfg.lr}, {"params": video, "lr": cfg.lr * cfg.video_lr_scale}]
 
 
 def _open_run_folder(
@@ -307,14 +321,14 @@ def _loader(
 
 
 def _train_epoch(s: _Session, epoch: int) -> np.ndarray:
-    """One optimisation pass; returns the mean (total, ce, contrastive) training loss over all
-    ranks' samples."""
+    """One optimisation pass; returns the mean (total, ce, contrastive, unimodal) training loss
+    over all ranks' samples."""
     from tqdm.auto import tqdm
 
     s.sampler.set_epoch(epoch)
     torch.manual_seed(_epoch_seed(s.cfg.seed, epoch, s.info.rank))
     s.net.train()
-    sums = np.zeros(3)
+    sums = np.zeros(4)
     n_seen = 0
     bar = tqdm(
         s.loader,
@@ -333,7 +347,7 @@ def _train_epoch(s: _Session, epoch: int) -> np.ndarray:
         s.optimizer.step()
         s.scheduler.step()
         b = len(batch.labels)
-        parts = (loss.total, loss.ce, loss.contrastive)
+        parts = (loss.total, loss.ce, loss.contrastive, loss.unimodal)
         sums += b * np.array([float(x.detach()) for x in parts])
         n_seen += b
         bar.set_postfix(loss=f"{sums[0] / n_seen:.3f}")
@@ -341,7 +355,7 @@ def _train_epoch(s: _Session, epoch: int) -> np.ndarray:
     if s.info.active:  # mean training loss over all ranks' samples
         t = torch.tensor([*sums, n_seen], dtype=torch.float64, device=s.device)
         dist.all_reduce(t)
-        sums, n_seen = t[:3].cpu().numpy(), int(t[3])
+        sums, n_seen = t[:4].cpu().numpy(), int(t[4])
         # Each rank's BatchNorm statistics saw its own last batch; score every shard with
         # rank 0's, the ones the checkpoint saves.
         for buffer in s.model.buffers():
@@ -365,6 +379,7 @@ def _end_epoch(
         "train_loss": float(losses[0]),
         "train_ce": float(losses[1]),
         "train_contrastive": float(losses[2]),
+        "train_unimodal": float(losses[3]),
         "dev_accuracy": dev.accuracy,
         "dev_weighted_f1": dev.weighted_f1,
         "dev_macro_f1": dev.macro_f1,
@@ -383,13 +398,15 @@ def _end_epoch(
         s.run_dir, epoch, s.model, _snapshot(s, state), keep=s.cfg.keep_checkpoints
     )
     runs.write_metrics(s.run_dir, state.history)
+    unimodal = f", unimodal {row['train_unimodal']:.4f}" if s.cfg.unimodal_weight else ""
     log.info(
-        "epoch %d/%d loss %.4f (ce %.4f, contrastive %.4f) dev acc %.2f wF1 %.2f%s %.1f s",
+        "epoch %d/%d loss %.4f (ce %.4f, contrastive %.4f%s) dev acc %.2f wF1 %.2f%s %.1f s",
         epoch,
         s.cfg.epochs,
         row["train_loss"],
         row["train_ce"],
         row["train_contrastive"],
+        unimodal,
         100 * dev.accuracy,
         100 * dev.weighted_f1,
         " [best]" if improved else "",
