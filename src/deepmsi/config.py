@@ -230,6 +230,12 @@ class TrainConfig(Options):
     ``context`` adds a dialogue-context head after the utterance model (see
     :mod:`deepmsi.training.context`): "online" reads past turns only, "offline" the whole
     dialogue.
+
+    Balanced multimodal training (off in the paper's recipe; docs/balanced-training.md):
+    ``unimodal_weight`` weighs the unimodal heads' cross-entropy (the model needs
+    ``unimodal_heads``), ``video_lr_scale`` multiplies the video branch's learning rate, and
+    ``precise_bn`` re-estimates BatchNorm statistics with each epoch's final weights before
+    scoring dev.
     """
 
     what: ClassVar[str] = "train config"
@@ -246,6 +252,7 @@ class TrainConfig(Options):
     temperature: float = 0.5
     unimodal_weight: float = 0.0
     video_lr_scale: float = 1.0
+    precise_bn: bool = False
     class_weights: bool = False
     grad_clip: float = 1.0
     eval_batch_size: int = 64

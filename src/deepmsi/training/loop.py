@@ -41,6 +41,7 @@ from deepmsi.labels import LabelSet
 from deepmsi.losses import DeepMSILoss
 from deepmsi.metrics import Metrics, compute_metrics
 from deepmsi.modalities import NAME_OF
+from deepmsi.nn.precise_bn import recompute_batchnorm
 from deepmsi.runs import folder as runs
 from deepmsi.runs.predict import predict_dataset
 from deepmsi.selection import BestOnDev
@@ -352,6 +353,8 @@ def _train_epoch(s: _Session, epoch: int) -> np.ndarray:
         n_seen += b
         bar.set_postfix(loss=f"{sums[0] / n_seen:.3f}")
     bar.close()
+    if s.cfg.precise_bn:  # BatchNorm statistics of this epoch's final weights, for scoring
+        recompute_batchnorm(s.model, s.loader, lambda m, b: m(**b.model_inputs(s.device)))
     if s.info.active:  # mean training loss over all ranks' samples
         t = torch.tensor([*sums, n_seen], dtype=torch.float64, device=s.device)
         dist.all_reduce(t)
