@@ -179,8 +179,10 @@ def replaced_audio_store(ids: list[str], x: np.ndarray):
     return ReplacedAudio(CACHE)
 
 
-def deepmsi_fold(data: Data, x: np.ndarray | None, fold_idx: int, tr, dv, te, tag: str):
-    """Train the cpu-preset model on audio (epoch chosen on dev), score test once (percent)."""
+def deepmsi_fold(data: Data, x: np.ndarray | None, fold_idx: int, split: tuple, tag: str):
+    """Train the cpu-preset model on audio (epoch chosen on dev), score test once (percent);
+    ``split`` is (train, dev, test) positions."""
+    tr, dv, te = split
     from deepmsi.config import model_preset, train_preset
     from deepmsi.data.dataset import FeatureStore
     from deepmsi.evaluation.scoring import score
@@ -231,9 +233,9 @@ def run_model(name: str, data: Data, folds: list[Fold]) -> ModelResult:
         elif name.startswith("svm"):
             acc, chosen = _sk_fold(x, data.y, tr, dv, te, *svm_grid(x.shape[1]))
         elif name == "deepmsi":
-            acc, chosen = deepmsi_fold(data, None, i, tr, dv, te, name)
+            acc, chosen = deepmsi_fold(data, None, i, (tr, dv, te), name)
         elif name == "deepmsi_spknorm":
-            acc, chosen = deepmsi_fold(data, x, i, tr, dv, te, name)
+            acc, chosen = deepmsi_fold(data, x, i, (tr, dv, te), name)
         else:
             raise ValueError(name)
         res.accuracy.append(acc)

@@ -115,8 +115,10 @@ def _predict(model: SpecCNN, specs: list[np.ndarray], idx: np.ndarray) -> np.nda
     return torch.stack(out).numpy()
 
 
-def run_fold(specs, y, tr, dv, te, args, seed: int) -> tuple[float, int, float]:
-    """Train one model; epoch chosen on dev accuracy. -> (test acc %, epoch, dev acc %)."""
+def run_fold(specs, y, split: tuple, args, seed: int) -> tuple[float, int, float]:
+    """Train one model on ``split`` = (train, dev, test) positions; epoch chosen on dev
+    accuracy. -> (test acc %, epoch, dev acc %)."""
+    tr, dv, te = split
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = SpecCNN(int(y.max()) + 1, args.width)
@@ -170,7 +172,7 @@ def main() -> None:
     for i in (int(s) for s in args.folds.split(",")):
         f = folds[i]
         tr, dv, te = (np.flatnonzero(np.isin(actor, g)) for g in (f.train, f.dev, f.test))
-        acc, epoch, dev = run_fold(specs, y, tr, dv, te, args, args.seed)
+        acc, epoch, dev = run_fold(specs, y, (tr, dv, te), args, args.seed)
         accs.append(acc)
         log.info(
             "fold %d (test actors %s): acc %.2f (epoch %d, dev %.2f)", i, f.test, acc, epoch, dev

@@ -16,7 +16,9 @@ from deepmsi.models import DeepMSIOutput
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def brute_force(anchors, candidates, labels, cand_labels=None, t=0.5, a_ok=None, c_ok=None, off=0):
+def brute_force(
+    anchors, candidates, labels, *, cand_labels=None, t=0.5, a_ok=None, c_ok=None, off=0
+):
     """Loops over anchors i and candidates j; sample i of this batch is candidate i + off."""
     cand_labels = labels if cand_labels is None else cand_labels
     a_ok = [True] * len(anchors) if a_ok is None else a_ok

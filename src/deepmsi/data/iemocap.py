@@ -69,7 +69,9 @@ def read_iemocap_tree(
             if emo_file.name.startswith("._"):
                 continue
             dialog = emo_file.stem
-            utts = _read_dialogue(session, dialog, emo_file, label_set, problems, dropped)
+            utts = _read_dialogue(
+                session, dialog, emo_file, label_set=label_set, problems=problems, dropped=dropped
+            )
             if utts:
                 dialogues[dialog] = utts
                 session_of[dialog] = int(session.name[7:])
@@ -102,6 +104,7 @@ def _read_dialogue(
     session: Path,
     dialog: str,
     emo_file: Path,
+    *,
     label_set: LabelSet,
     problems: ProblemLog,
     dropped: Counter[str],

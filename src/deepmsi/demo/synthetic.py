@@ -428,7 +428,7 @@ def _formants(z: np.ndarray, formants: np.ndarray, sr: int) -> np.ndarray:
 
 
 def _render_audio(
-    utt: _Utt, perf: _Performance, syllables: list[tuple[float, float]], n: int, sr: int, rng
+    utt: _Utt, perf: _Performance, syllables: list[tuple[float, float]], *, n: int, sr: int, rng
 ) -> np.ndarray:
     """Vowel-like voiced speech [T] f32: a sawtooth glottal source through formant resonators."""
     base = np.array(_VOICE["neutral"])
@@ -485,7 +485,7 @@ class _Pen:
     def _len(self, v: float) -> int:
         return round(v * self.unit * (1 << self.SHIFT))
 
-    def ellipse(self, x, y, rx, ry, color, start: int = 0, end: int = 360) -> None:
+    def ellipse(self, x, y, rx, ry, color, *, start: int = 0, end: int = 360) -> None:
         cv2 = self.cv2
         axes = (self._len(rx), self._len(ry))
         cv2.ellipse(
@@ -504,11 +504,11 @@ class _Pen:
 
 
 def _draw_face(
-    pen: _Pen, speaker: _Speaker, skin: tuple, curve: float, brow: float, opening: float
+    pen: _Pen, speaker: _Speaker, skin: tuple, *, curve: float, brow: float, opening: float
 ) -> None:
     """A frontal face: mouth ``curve`` > 0 smiles, < 0 frowns; ``brow`` > 0 raises the inner brow
     ends, < 0 furrows them; ``opening`` in [0, 1] opens the mouth (talking)."""
-    pen.ellipse(0, -0.08, 0.32, 0.40, speaker.hair, 180, 360)
+    pen.ellipse(0, -0.08, 0.32, 0.40, speaker.hair, start=180, end=360)
     pen.ellipse(0, 0, 0.30, 0.40, skin)
     shadow = tuple(int(c * 0.6) for c in skin)
     for side in (-1, 1):
@@ -537,6 +537,7 @@ def _render_frames(
     utt: _Utt,
     perf: _Performance,
     syllables: list[tuple[float, float]],
+    *,
     num_frames: int,
     render: _Render,
     rng: np.random.Generator,
@@ -582,8 +583,8 @@ def _render(utt: _Utt, render: _Render) -> tuple[np.ndarray, np.ndarray]:
     rate = float(np.array(_VOICE["neutral"])[3])
     rate += perf.voice_strength * (_VOICE[perf.voice][3] - rate)
     syllables = _syllables(seconds, rate * float(rng.normal(1.0, 0.08)), rng)
-    audio = _render_audio(utt, perf, syllables, n, render.sample_rate, rng)
-    frames = _render_frames(utt, perf, syllables, num_frames, render, rng)
+    audio = _render_audio(utt, perf, syllables, n=n, sr=render.sample_rate, rng=rng)
+    frames = _render_frames(utt, perf, syllables, num_frames=num_frames, render=render, rng=rng)
     return frames, audio
 
 
@@ -673,7 +674,7 @@ def _write_csv(path: Path, rows: list[_Utt]) -> None:
             )
 
 
-def _check(seconds: float, fps: int, width: int, height: int, sample_rate: int, workers: int):
+def _check(*, seconds: float, fps: int, width: int, height: int, sample_rate: int, workers: int):
     if not seconds > 0:
         raise ConfigError(f"seconds must be > 0, got {seconds}")
     if not 1 <= fps <= 120:
@@ -713,7 +714,14 @@ def write_corpus(
     The CSV tables are written last.
     """
     width, height = (size, size) if isinstance(size, int) else size
-    _check(seconds, fps, width, height, sample_rate, workers)
+    _check(
+        seconds=seconds,
+        fps=fps,
+        width=width,
+        height=height,
+        sample_rate=sample_rate,
+        workers=workers,
+    )
     root = Path(out_dir)
     utts = _plan(seed, dialogues, utterances_per_dialogue, splits, seconds)
     render = _Render(fps=fps, width=width, height=height, sample_rate=sample_rate)

@@ -147,6 +147,7 @@ def yin_pitch(
     x: np.ndarray,
     sample_rate: int,
     hop: int,
+    *,
     fmin: float = 60.0,
     fmax: float = 600.0,
     window: int | None = None,

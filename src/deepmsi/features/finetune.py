@@ -162,7 +162,9 @@ def finetune_text(
     if options.threads:
         torch.set_num_threads(options.threads)
     try:
-        return _finetune(dataset, examples, out_dir, options, states_cache, predict_all)
+        return _finetune(
+            dataset, examples, out_dir, options, states_cache=states_cache, predict_all=predict_all
+        )
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -428,7 +430,7 @@ def _optimizer(model, options: FinetuneOptions) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=options.lr)
 
 
-def _finetune(dataset, ex: _Examples, out_dir, options, states_cache, predict_all):
+def _finetune(dataset, ex: _Examples, out_dir, options, *, states_cache, predict_all):
     from transformers import get_linear_schedule_with_warmup
 
     t_start = time.perf_counter()
@@ -457,7 +459,9 @@ def _finetune(dataset, ex: _Examples, out_dir, options, states_cache, predict_al
     for epoch in range(1, options.epochs + 1):
         t0 = time.perf_counter()
         batches = _batches(enc["lengths"][ex.train], options.batch_size, True, rng)
-        loss = _fit_epoch(model, opt, sched, states, ex, batches, options, epoch)
+        loss = _fit_epoch(
+            model, opt, sched, states=states, ex=ex, batches=batches, options=options, epoch=epoch
+        )
         seconds = time.perf_counter() - t0
         _, dev_logits = _predict(model, states, ex.dev)
         m = compute_metrics(ex.labels[ex.dev], dev_logits.argmax(1), names)
@@ -495,7 +499,7 @@ def _finetune(dataset, ex: _Examples, out_dir, options, states_cache, predict_al
     )
 
 
-def _fit_epoch(model, opt, sched, states: list, ex: _Examples, batches, options, epoch) -> float:
+def _fit_epoch(model, opt, sched, *, states: list, ex: _Examples, batches, options, epoch) -> float:
     """One pass over the training batches; the mean loss per batch."""
     from tqdm import tqdm
 

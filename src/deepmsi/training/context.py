@@ -110,7 +110,15 @@ def train_head(
     bar = tqdm(epochs, desc=f"context ({mode})", leave=False, unit="epoch", disable=not progress)
     for epoch in bar:
         order = rng.permutation(len(train[2]))
-        loss = _head_epoch(head, opt, train, order, recipe.batch_size, weight, device)
+        loss = _head_epoch(
+            head,
+            opt,
+            train,
+            order=order,
+            batch_size=recipe.batch_size,
+            weight=weight,
+            device=device,
+        )
         probs = predict_dialogues(head, x_dev, d_dev)
         rows = np.concatenate([d.rows for d in d_dev])
         m = compute_metrics(np.asarray(y_dev)[rows], probs[rows].argmax(1), labels)
@@ -134,6 +142,7 @@ def _head_epoch(
     head: DialogueContext,
     opt: torch.optim.Optimizer,
     train: tuple[Tensor, np.ndarray, Sequence[Dialogue]],
+    *,
     order: np.ndarray,
     batch_size: int,
     weight: Tensor | None,
