@@ -25,6 +25,7 @@ from pathlib import Path
 
 from deepmsi.data.common import (
     ProblemLog,
+    Table,
     drop_duplicate_ids,
     has_undecodable,
     normalise_split,
@@ -51,11 +52,8 @@ def read_folder(root: Path, *, problems: ProblemLog, labels: LabelSet | None = N
     root = csv_path.parent
     if not csv_path.is_file():
         raise DataError(root, f"no {LABELS_CSV} (folder:DIR needs DIR/{LABELS_CSV})")
-    text = csv_path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
-    try:
-        table = parse_csv(csv_path, text, REQUIRED)
-    except DataError as err:
-        problems.add(err.path, err.problem)
+    table = _read_table(csv_path, problems)
+    if table is None:
         return Dataset(root.name, labels or LabelSet.from_labels([]), [], problems.problems)
 
     speaker_col = next((c for c in SPEAKER_COLUMNS if c in table.columns), None)
@@ -112,6 +110,21 @@ def read_folder(root: Path, *, problems: ProblemLog, labels: LabelSet | None = N
         turns[dialogue] += 1
     utterances = drop_duplicate_ids(utterances, problems, csv_path)
     return Dataset(root.name, label_set, utterances, problems.problems)
+
+
+def _read_table(csv_path: Path, problems: ProblemLog) -> Table | None:
+    """The CSV's rows, or None after recording why there are none (no header, a missing column,
+    only a header)."""
+    text = csv_path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
+    try:
+        table = parse_csv(csv_path, text, REQUIRED)
+    except DataError as err:
+        problems.add(err.path, err.problem)
+        return None
+    if not table.rows:
+        problems.add(csv_path, f"no rows, only a header ({', '.join(table.columns)})")
+        return None
+    return table
 
 
 def _default_id(file: str, stems: Counter[str]) -> str:

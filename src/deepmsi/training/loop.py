@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
+from deepmsi.atomic import atomic_write_text, remove_stale_temporaries
 from deepmsi.config import ModelConfig, TrainConfig
 from deepmsi.data.cache import FeatureCache
 from deepmsi.data.dataset import FeatureDataset, FeatureStore, input_statistics
@@ -270,7 +271,11 @@ def _open_run_folder(
     info: DistInfo,
 ) -> list[int]:
     """The completed epochs of a run to resume (checked against ``run_config``), or [] after
-    writing a new run folder's config and splits."""
+    writing a new run folder's config and splits. Temporary files a SIGKILLed run left are
+    removed first."""
+    if info.is_main:
+        for folder in (run_dir, run_dir / runs.CHECKPOINT_DIR):
+            remove_stale_temporaries(folder)
     done = runs.completed_epochs(run_dir)
     if done and not resume:
         raise ConfigError(
@@ -602,4 +607,4 @@ def evaluate_split(
 def _write_splits(run_dir: Path, train_recs: list[Utterance], dev_recs: list[Utterance]) -> None:
     """``splits.json``: which utterances trained the model and which chose its epoch."""
     data = {"train": [r.id for r in train_recs], "dev": [r.id for r in dev_recs]}
-    (run_dir / "splits.json").write_text(json.dumps(data) + "\n")
+    atomic_write_text(run_dir / "splits.json", json.dumps(data) + "\n")
