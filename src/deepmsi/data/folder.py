@@ -71,7 +71,10 @@ def read_folder(root: Path, *, problems: ProblemLog, labels: LabelSet | None = N
         elif "split" in table.columns and normalise_split(row["split"]) is None:
             problems.add(csv_path, f"line {line}: unknown split {row['split']!r}", uid)
         elif not (root / row["file"]).is_file():
-            problems.add(root / row["file"], "no such file", uid)
+            media = root / row["file"]
+            problems.add(
+                media, "a folder, not a media file" if media.is_dir() else "no such file", uid
+            )
         else:
             rows.append((row, line, uid))
 

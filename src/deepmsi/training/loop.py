@@ -227,6 +227,8 @@ def _setup(
     if done:
         state = _restore(run_dir, done[-1], model, optimizer, scheduler, info, cfg.patience)
         log.info("resuming %s after epoch %d", run_dir, state.epoch)
+        if info.is_main:  # a run killed between its checkpoint and metrics.jsonl
+            runs.write_metrics(run_dir, state.history)
     net: nn.Module = model
     if info.active:
         net = nn.parallel.DistributedDataParallel(
