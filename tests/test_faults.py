@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -223,7 +224,6 @@ DAMAGE = {
 
 @pytest.mark.parametrize("case", sorted(DAMAGE))
 def test_damaged_run_file_is_one_line_naming_it(case, run_dir, tmp_path):
-    import shutil
 
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
@@ -242,7 +242,6 @@ def test_damaged_run_file_is_one_line_naming_it(case, run_dir, tmp_path):
 
 
 def test_damaged_config_from_the_cli(run_dir, tmp_path, capsys):
-    import shutil
 
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
@@ -263,3 +262,16 @@ def test_header_only_labels_csv_is_a_problem(tmp_path):
     dataset = load_dataset(f"folder:{tmp_path}", on_error="skip")
     assert [p.file for p in dataset.problems] == [str(tmp_path / "labels.csv")]
     assert np.size(dataset.utterances) == 0
+
+
+def test_a_row_with_more_fields_than_the_header_is_a_problem(audio_folder, tmp_path):
+    from deepmsi.data import load_dataset
+
+    shutil.copyfile(audio_folder / "c0.wav", tmp_path / "c0.wav")
+    text = "file,emotion,transcript\nc0.wav,joy,fine\nc0.wav,joy,hello, world\n"
+    (tmp_path / "labels.csv").write_text(text)
+    dataset = load_dataset(f"folder:{tmp_path}", on_error="skip")
+    assert [u.text for u in dataset.utterances] == ["fine"]
+    assert [p.error for p in dataset.problems] == [
+        "line 3: 4 fields where the header has 3 (a comma in an unquoted value?)"
+    ]
