@@ -5,10 +5,10 @@ with CRLF line ends and a byte-order mark, holds the good items (small synthetic
 train/dev/test) and one row per item case: a zero-byte clip, a truncated real IEMOCAP clip, a
 text file named ``.mp4``, a real clip without its audio stream, one with audio only, a 0.05-s
 clip, a 10-minute clip, a non-UTF-8 transcript, an unknown label, a duplicated id, a file that
-is not there, and more (``CASES`` below). Files derived from real media come from
-../shared/data (IEMOCAP clips, CREMA-D, RAVDESS) by remuxing or cutting bytes; the rest are
+is not there, and more (``item_cases`` below). Files derived from real media come from
+../shared/data (IEMOCAP clips, CREMA-D, RAVDESS) by remuxing or copying bytes; the rest are
 written with PyAV. The CSV-level cases (a missing column, an empty CSV, a header-only CSV, a
-Latin-1 CSV, ragged rows) each get a folder of their own with two good items.
+row with more fields than the header) each get a folder of their own with two good items.
 
 Each command runs as a user runs it: ``inspect --labels meld7``, ``prepare --on-error skip``,
 ``train`` (tiny preset), ``evaluate`` on test, ``predict --on-error skip`` on every media file.
@@ -576,15 +576,12 @@ def run_csv(work: Path, csv_folders: list[tuple[Case, Path]]) -> list[dict]:
         for st in stages:
             problems = _json(st)["problems"] if st.rc == 0 else []
             named = [_message(p, folder) for p in problems if p["file"].endswith("labels.csv")]
-            case.messages[st.name] = (
-                named[0]
-                if named
-                else (
-                    f"{len(problems)} problems"
-                    if st.rc == 0
-                    else st.stderr.strip().splitlines()[-1]
-                )
-            )
+            if named:
+                case.messages[st.name] = named[0]
+            elif st.rc == 0:
+                case.messages[st.name] = f"{len(problems)} problem(s)"
+            else:
+                case.messages[st.name] = st.stderr.strip().splitlines()[-1]
         good = _json(stages[1])["utterances"] if stages[1].rc == 0 else 0
         case.messages["outcome"] = f"{good} of 2 good items cached"
         out.append(

@@ -275,3 +275,25 @@ def test_a_row_with_more_fields_than_the_header_is_a_problem(audio_folder, tmp_p
     assert [p.error for p in dataset.problems] == [
         "line 3: 4 fields where the header has 3 (a comma in an unquoted value?)"
     ]
+
+
+# ---- a SIGKILLed train -----------------------------------------------------------------------
+def test_resume_removes_temporaries_and_rewrites_metrics(tmp_path):
+    """As if SIGKILLed while renaming metrics.jsonl after the last epoch: the checkpoint is
+    complete, metrics.jsonl is one epoch short and a temporary file is left."""
+    from helpers_pipeline import make_cache
+
+    from deepmsi.config import train_preset
+    from deepmsi.training.loop import train
+
+    cache = make_cache(tmp_path / "cache", n=40)
+    run, model = tmp_path / "run", model_preset("tiny", modalities="ta")
+    cfg = train_preset("tiny", epochs=2, patience=0)
+    train(cache, run, model, cfg, progress=False)
+    full = runs.read_metrics(run)
+    runs.write_metrics(run, full[:1])
+    left = [temporary_path(run / runs.METRICS_FILE), temporary_path(run / "checkpoints" / "x")]
+    for p in left:
+        p.write_text("half")
+    train(cache, run, model, cfg, resume=True, progress=False)
+    assert runs.read_metrics(run) == full and _leftovers(run) == []
