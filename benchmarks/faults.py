@@ -1,7 +1,7 @@
 """Fault drill: SIGKILL ``prepare`` and ``train`` at three moments each, damage run folders, fill
 the disk during ``prepare``; every fault must be survived with nothing lost.
 
-On a synthetic corpus (about 80 utterances), through the ``deepmsi`` command as a user runs it:
+On a synthetic corpus (74 utterances, seed 0), through the ``deepmsi`` command as a user runs it:
 
 - ``prepare`` (2 workers) is SIGKILLed (the whole process group, workers included) at three
   moments: while the first item is renamed into place (only the manifest is saved), from outside
@@ -452,7 +452,7 @@ def record_rows(kills: list[Outcome], damaged: list, disk: DiskOutcome, seconds:
         [
             Row(
                 f"faults.synthetic.{name}",
-                "synthetic corpus (~80 utt)",
+                "synthetic corpus (74 utt)",
                 "tav",
                 metric,
                 value,
