@@ -42,6 +42,8 @@ SECTIONS = {  # name prefix -> heading; rows of other prefixes get the prefix as
     "ravdess_audio": "Audio: RAVDESS speech, speaker-independent folds",
     "iemocap_clips": "Real clips: IEMOCAP Session 1, all three modalities",
     "speed": "Speed",
+    "faults": "Faults: SIGKILLs, damaged run folders, a full disk (faults.py)",
+    "bad_inputs": "Bad inputs at scale (bad_inputs.py)",
 }
 
 

@@ -25,6 +25,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="skip (default): list every problem; raise: stop at the first",
     )
     p.add_argument(
+        "--labels",
+        metavar="SET",
+        help="a built-in label set (meld7, iemocap6, ravdess8) the labels must belong to; "
+        "other labels are problems (default: the smallest built-in set holding every label, "
+        "else the labels seen)",
+    )
+    p.add_argument(
         "--no-probe",
         dest="probe",
         action="store_false",
@@ -35,6 +42,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from deepmsi.data.inventory import inspect_dataset
 
-    inventory = inspect_dataset(args.dataset, on_error=args.on_error, probe_media=args.probe)
+    inventory = inspect_dataset(
+        args.dataset, on_error=args.on_error, probe_media=args.probe, labels=args.labels
+    )
     print(json.dumps(inventory.to_dict(), indent=2) if args.json else inventory.table())
     return 0

@@ -69,6 +69,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default="raise",
         help="stop at the first bad item (default) or list and skip it",
     )
+    p.add_argument(
+        "--labels",
+        metavar="SET",
+        help="a built-in label set (meld7, iemocap6, ravdess8) the labels must belong to; "
+        "other labels are problems (default: the smallest built-in set holding every label, "
+        "else the labels seen)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
@@ -109,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         on_error=args.on_error,
         progress=args.progress,
     )
-    dataset = load_dataset(args.dataset, on_error=args.on_error)
+    dataset = load_dataset(args.dataset, on_error=args.on_error, labels=args.labels)
     result = prepare(dataset, args.out, options)
     summary = result.to_dict()
     if args.json:

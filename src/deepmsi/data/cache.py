@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
@@ -71,12 +73,25 @@ def record_from_dict(d: dict[str, Any]) -> Utterance:
     return Utterance(**d)
 
 
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn a failed write (a full disk, a read-only folder) into a one-line ``DataError``
+    naming the file; the atomic write has already removed its temporary file."""
+    try:
+        yield
+    except OSError as err:
+        raise DataError(path, f"cannot write: {err.strerror or err}") from None
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    with writing(path):
+        atomic_write_text(path, text)
 
 
 def write_json(path: Path, data: dict) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    with writing(path):
+        atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 class FeatureCache:
@@ -111,8 +126,16 @@ class FeatureCache:
         path = self.path / UTTERANCES
         if not path.is_file():
             raise DataError(self.path, f"incomplete cache (no {UTTERANCES}); run deepmsi prepare")
-        with path.open(encoding="utf-8") as f:
-            return [record_from_dict(json.loads(line)) for line in f if line.strip()]
+        records = []
+        with path.open(encoding="utf-8", errors="replace") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(record_from_dict(json.loads(line)))
+                except (TypeError, ValueError, AttributeError) as err:
+                    raise DataError(path, f"line {n}: malformed utterance record: {err}") from None
+        return records
 
     def records(self, split: str | None = None) -> list[Utterance]:
         """Utterances with features, in dataset order (those of one split when given)."""
@@ -145,11 +168,12 @@ class FeatureCache:
 
 
 def write_item(path: Path, features: Features) -> None:
-    """Write one entry atomically (temporary file, then rename)."""
+    """Write one entry atomically (temporary file, then rename); a failed write (a full disk)
+    raises a ``DataError`` naming the entry and leaves nothing under its name."""
     arrays: dict[str, np.ndarray] = {"faces": np.asarray(features.faces, np.int32)}
     for name in ("text", "audio", "frames"):
         value = getattr(features, name)
         if value is not None:
             arrays[name] = value
-    with atomic_path(path) as tmp, tmp.open("wb") as f:
+    with writing(path), atomic_path(path) as tmp, tmp.open("wb") as f:
         np.savez(f, allow_pickle=False, **arrays)  # a file object: a path would get ".npz"

@@ -6,7 +6,7 @@ import csv
 import hashlib
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from deepmsi.data.records import Utterance
@@ -61,6 +61,7 @@ class Table:
     columns: tuple[str, ...]
     rows: list[dict[str, str]]
     lines: list[int]
+    ragged: dict[int, int] = field(default_factory=dict)  # line -> fields, when over the header's
 
 
 def parse_csv(path: Path, text: str, required: Iterable[str]) -> Table:
@@ -71,14 +72,16 @@ def parse_csv(path: Path, text: str, required: Iterable[str]) -> Table:
     if missing:
         have = ", ".join(columns) if columns else "no header"
         raise DataError(path, f"missing column(s) {', '.join(missing)} (has: {have})")
-    rows, lines = [], []
+    rows, lines, ragged = [], [], {}
     try:
         for raw in reader:
             rows.append({k.strip(): (v or "").strip() for k, v in raw.items() if k is not None})
             lines.append(reader.line_num)
+            if raw.get(None):  # more fields than the header: DictReader keeps them under None
+                ragged[reader.line_num] = len(columns) + len(raw[None])
     except csv.Error as err:
         raise DataError(path, f"malformed CSV at line {reader.line_num}: {err}") from None
-    return Table(path, columns, rows, lines)
+    return Table(path, columns, rows, lines, ragged)
 
 
 def has_undecodable(text: str) -> bool:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from deepmsi.data.common import (
     ProblemLog,
+    Table,
     drop_duplicate_ids,
     has_undecodable,
     normalise_split,
@@ -51,11 +52,8 @@ def read_folder(root: Path, *, problems: ProblemLog, labels: LabelSet | None = N
     root = csv_path.parent
     if not csv_path.is_file():
         raise DataError(root, f"no {LABELS_CSV} (folder:DIR needs DIR/{LABELS_CSV})")
-    text = csv_path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
-    try:
-        table = parse_csv(csv_path, text, REQUIRED)
-    except DataError as err:
-        problems.add(err.path, err.problem)
+    table = _read_table(csv_path, problems)
+    if table is None:
         return Dataset(root.name, labels or LabelSet.from_labels([]), [], problems.problems)
 
     speaker_col = next((c for c in SPEAKER_COLUMNS if c in table.columns), None)
@@ -63,17 +61,9 @@ def read_folder(root: Path, *, problems: ProblemLog, labels: LabelSet | None = N
     rows = []  # (row, id, media path)
     for row, line in zip(table.rows, table.lines, strict=True):
         uid = row.get("utterance_id") or _default_id(row["file"], stems)
-        bad = [c for c, v in row.items() if has_undecodable(v)]
-        if bad:
-            problems.add(csv_path, f"line {line}: {', '.join(bad)} is not valid UTF-8", uid)
-        elif not row["file"]:
-            problems.add(csv_path, f"line {line}: empty file", uid)
-        elif not row["emotion"]:
-            problems.add(csv_path, f"line {line}: empty emotion", uid)
-        elif "split" in table.columns and normalise_split(row["split"]) is None:
-            problems.add(csv_path, f"line {line}: unknown split {row['split']!r}", uid)
-        elif not (root / row["file"]).is_file():
-            problems.add(root / row["file"], "no such file", uid)
+        problem = _row_problem(table, row, line, root)
+        if problem is not None:
+            problems.add(problem[0], problem[1], uid)
         else:
             rows.append((row, line, uid))
 
@@ -114,6 +104,46 @@ def read_folder(root: Path, *, problems: ProblemLog, labels: LabelSet | None = N
         turns[dialogue] += 1
     utterances = drop_duplicate_ids(utterances, problems, csv_path)
     return Dataset(root.name, label_set, utterances, problems.problems)
+
+
+def _row_problem(
+    table: Table, row: dict[str, str], line: int, root: Path
+) -> tuple[Path, str] | None:
+    """(file, problem) for a row that cannot be used, else None."""
+    csv_path = table.path
+    bad = [c for c, v in row.items() if has_undecodable(v)]
+    if bad:
+        return csv_path, f"line {line}: {', '.join(bad)} is not valid UTF-8"
+    if line in table.ragged:
+        return csv_path, (
+            f"line {line}: {table.ragged[line]} fields where the header has "
+            f"{len(table.columns)} (a comma in an unquoted value?)"
+        )
+    if not row["file"]:
+        return csv_path, f"line {line}: empty file"
+    if not row["emotion"]:
+        return csv_path, f"line {line}: empty emotion"
+    if "split" in table.columns and normalise_split(row["split"]) is None:
+        return csv_path, f"line {line}: unknown split {row['split']!r}"
+    media = root / row["file"]
+    if not media.is_file():
+        return media, "a folder, not a media file" if media.is_dir() else "no such file"
+    return None
+
+
+def _read_table(csv_path: Path, problems: ProblemLog) -> Table | None:
+    """The CSV's rows, or None after recording why there are none (no header, a missing column,
+    only a header)."""
+    text = csv_path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
+    try:
+        table = parse_csv(csv_path, text, REQUIRED)
+    except DataError as err:
+        problems.add(err.path, err.problem)
+        return None
+    if not table.rows:
+        problems.add(csv_path, f"no rows, only a header ({', '.join(table.columns)})")
+        return None
+    return table
 
 
 def _default_id(file: str, stems: Counter[str]) -> str:

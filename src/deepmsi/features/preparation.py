@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from deepmsi.atomic import remove_stale_temporaries
 from deepmsi.data.cache import (
     FORMAT_VERSION,
     ITEMS,
@@ -310,6 +311,8 @@ def prepare(
 
         dataset = load_dataset(dataset, on_error=options.on_error)
     out = Path(out)
+    for folder in (out, out / ITEMS):  # what a SIGKILLed run was writing
+        remove_stale_temporaries(folder)
     _check_folder(out, options)
     text_source = None
     if options.finetune_text is not None and "t" in options.modalities:
@@ -318,12 +321,7 @@ def prepare(
         tuned = finetune_text(dataset, out / FINETUNED_TEXT, options.finetune_text)
         text_source = str(tuned.path.resolve())
     text_enc, audio_enc = _encoders(dataset, options, text_source)
-    manifest = build_manifest(dataset, options, text_enc, audio_enc)
-    if (out / MANIFEST).is_file():
-        _check_same(out, json.loads((out / MANIFEST).read_text()), manifest)
-    (out / ITEMS).mkdir(parents=True, exist_ok=True)
-    write_json(out / MANIFEST, manifest)
-
+    _start_cache(out, build_manifest(dataset, options, text_enc, audio_enc))
     problems = list(dataset.problems)
     items = out / ITEMS
     todo = [u for u in dataset.utterances if not (items / f"{item_key(u.id)}.npz").is_file()]
@@ -339,15 +337,14 @@ def prepare(
     t0 = time.perf_counter()
     try:
         _run(todo, out, options, text_enc, audio_enc, problems, failed, dialogue)
-    finally:
-        seconds = time.perf_counter() - t0
-        done = [
-            u
-            for u in dataset.utterances
-            if u.id not in failed and (items / f"{item_key(u.id)}.npz").is_file()
-        ]
-        write_jsonl(out / UTTERANCES, [record_to_dict(u) for u in done])
-        write_jsonl(out / PROBLEMS, [p.to_dict() for p in problems])
+    except BaseException:
+        try:  # index what was saved, so nothing done is lost; the first error is the one to show
+            _write_index(out, dataset, failed, problems)
+        except DataError as err:
+            log.warning("%s", err)
+        raise
+    seconds = time.perf_counter() - t0
+    done = _write_index(out, dataset, failed, problems)
     cache = FeatureCache(out)
     faces = total = 0
     for u in done:
@@ -368,6 +365,36 @@ def prepare(
         total,
     )
     return result
+
+
+def _start_cache(out: Path, manifest: dict[str, Any]) -> None:
+    """Check ``manifest`` against the cache's, else write it first: a folder with items always
+    says what they mean."""
+    if (out / MANIFEST).is_file():
+        try:
+            old = json.loads((out / MANIFEST).read_text())
+        except ValueError as err:
+            raise DataError(out / MANIFEST, f"malformed manifest: {err}") from None
+        if not isinstance(old, dict):
+            raise DataError(out / MANIFEST, "malformed manifest: not a JSON object")
+        _check_same(out, old, manifest)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / MANIFEST, manifest)
+    (out / ITEMS).mkdir(exist_ok=True)
+
+
+def _write_index(out: Path, dataset: Dataset, failed: set[str], problems: list[Problem]):
+    """``utterances.jsonl`` (the utterances whose item is saved) and ``problems.jsonl``; returns
+    the utterances indexed."""
+    items = out / ITEMS
+    done = [
+        u
+        for u in dataset.utterances
+        if u.id not in failed and (items / f"{item_key(u.id)}.npz").is_file()
+    ]
+    write_jsonl(out / UTTERANCES, [record_to_dict(u) for u in done])
+    write_jsonl(out / PROBLEMS, [p.to_dict() for p in problems])
+    return done
 
 
 def _check_folder(out: Path, options: PrepareOptions) -> None:

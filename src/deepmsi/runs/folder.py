@@ -113,10 +113,32 @@ def read_config(run_dir: str | Path) -> RunConfig:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise DataError(run_dir, f"not a run folder (no {CONFIG_FILE})")
+    data = read_json_object(path, "run config")
     try:
-        return RunConfig.from_dict(json.loads(path.read_text()))
-    except (KeyError, TypeError, ValueError) as err:
+        return RunConfig.from_dict(data)
+    except KeyError as err:
+        raise DataError(path, f"malformed run config: no {err} entry") from None
+    except (AttributeError, TypeError, ValueError) as err:
         raise DataError(path, f"malformed run config: {err}") from None
+
+
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON file that must hold an object; anything else (truncated, not UTF-8, a list,
+    null) is a one-line ``DataError`` naming the file."""
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as err:
+        raise DataError(path, f"cannot read {what}: {err.strerror or err}") from None
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+        raise DataError(path, f"malformed {what}: {err}") from None
+    if not isinstance(data, dict):
+        kind = _JSON_KINDS.get(type(data), type(data).__name__)
+        raise DataError(path, f"malformed {what}: {kind} instead of a JSON object")
+    return data
+
+
+_JSON_KINDS = {list: "a list", str: "a string", int: "a number", float: "a number"}
+_JSON_KINDS.update({bool: "a boolean", type(None): "null"})
 
 
 def write_metrics(run_dir: Path, history: list[dict]) -> None:
@@ -150,7 +172,7 @@ def load_weights(model: torch.nn.Module, path: Path) -> int | None:
     try:
         missing, unexpected = load_model(model, str(path), strict=False)
     except Exception as err:  # safetensors raises several types on corrupt/mismatched files
-        raise DataError(path, f"cannot load weights: {err}") from None
+        raise DataError(path, f"cannot load weights: {_short(err)}") from None
     if missing or unexpected:
         raise DataError(
             path,
@@ -208,7 +230,13 @@ def load_state(run_dir: Path, epoch: int) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle/zip errors on a damaged file
-        raise DataError(path, f"cannot read training state: {err}") from None
+        raise DataError(path, f"cannot read training state: {_short(err)}") from None
+
+
+def _short(err: Exception) -> str:
+    """An exception's first sentence (torch appends a paragraph of advice), or its type."""
+    text = str(err).strip().split(". ", 1)[0].rstrip(".")
+    return text or f"{type(err).__name__} (empty or damaged file)"
 
 
 def save_context(
@@ -250,12 +278,20 @@ def load_context(
     path, cfg_path = run_dir / CONTEXT_FILE, run_dir / CONTEXT_CONFIG_FILE
     if not path.is_file():
         return None
+    if not cfg_path.is_file():
+        raise DataError(cfg_path, f"missing (the run has {CONTEXT_FILE} without its config)")
+    data = read_json_object(cfg_path, "context config")
     try:
-        cfg = ContextConfig.from_dict(json.loads(cfg_path.read_text())["context"])
-    except (OSError, KeyError, TypeError, ValueError) as err:
+        cfg = ContextConfig.from_dict(data["context"])
+    except KeyError as err:
+        raise DataError(cfg_path, f"malformed context config: no {err} entry") from None
+    except (AttributeError, TypeError, ValueError) as err:
         raise DataError(cfg_path, f"malformed context config: {err}") from None
-    with safe_open(str(path), framework="pt") as f:
-        fitted_on = (f.metadata() or {}).get("utterance_epoch")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            fitted_on = (f.metadata() or {}).get("utterance_epoch")
+    except Exception as err:  # safetensors raises several types on a damaged file
+        raise DataError(path, f"cannot load weights: {err}") from None
     if utterance_epoch is not None and fitted_on is not None and int(fitted_on) != utterance_epoch:
         log.warning(
             "%s: the context head was fitted on epoch %s's vectors, not epoch %d's; "

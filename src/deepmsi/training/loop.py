@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
+from deepmsi.atomic import atomic_write_text, remove_stale_temporaries
 from deepmsi.config import ModelConfig, TrainConfig
 from deepmsi.data.cache import FeatureCache
 from deepmsi.data.dataset import FeatureDataset, FeatureStore, input_statistics
@@ -230,6 +231,8 @@ def _setup(
     if done:
         state = _restore(run_dir, done[-1], model, optimizer, scheduler, info, cfg.patience)
         log.info("resuming %s after epoch %d", run_dir, state.epoch)
+        if info.is_main:  # a run killed between its checkpoint and metrics.jsonl
+            runs.write_metrics(run_dir, state.history)
     net: nn.Module = model
     if info.active:
         net = nn.parallel.DistributedDataParallel(
@@ -285,7 +288,11 @@ def _open_run_folder(
     info: DistInfo,
 ) -> list[int]:
     """The completed epochs of a run to resume (checked against ``run_config``), or [] after
-    writing a new run folder's config and splits."""
+    writing a new run folder's config and splits. Temporary files a SIGKILLed run left are
+    removed first."""
+    if info.is_main:
+        for folder in (run_dir, run_dir / runs.CHECKPOINT_DIR):
+            remove_stale_temporaries(folder)
     done = runs.completed_epochs(run_dir)
     if done and not resume:
         raise ConfigError(
@@ -622,4 +629,4 @@ def evaluate_split(
 def _write_splits(run_dir: Path, train_recs: list[Utterance], dev_recs: list[Utterance]) -> None:
     """``splits.json``: which utterances trained the model and which chose its epoch."""
     data = {"train": [r.id for r in train_recs], "dev": [r.id for r in dev_recs]}
-    (run_dir / "splits.json").write_text(json.dumps(data) + "\n")
+    atomic_write_text(run_dir / "splits.json", json.dumps(data) + "\n")
