@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 FIELDS = ("file", "transcript", "subtitles", "window")  # the form fields /predict reads
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 MAX_TRANSCRIPT_CHARS = 10_000
 MAX_SUBTITLE_BYTES = 1 << 20
 # A text field's size in bytes, refused by the form parser beyond it (fields are held in memory;
@@ -99,6 +100,7 @@ def create_app(
 
     @app.post("/predict")
     async def predict(request: Request) -> JSONResponse:
+        _check_content_type(request.headers.get("content-type"))
         # The context closes the spooled uploads whatever happens below (a 400 included).
         form = request.form(max_files=2, max_fields=8, max_part_size=MAX_FIELD_BYTES)
         async with form as fields:
@@ -118,6 +120,15 @@ class _Inputs:
     subtitles: UploadFile | None
     transcript: str | None
     window: float | None
+
+
+def _check_content_type(header: str | None) -> None:
+    """A body that is not a form (JSON, a bare video) is a 415, not an empty form."""
+    kind = (header or "").split(";", 1)[0].strip().lower()
+    if kind and kind not in FORM_TYPES:
+        raise HTTPException(
+            415, f"send a multipart/form-data form with fields {', '.join(FIELDS)}, not {kind[:60]}"
+        )
 
 
 def _parse_form(form: FormData) -> _Inputs:
