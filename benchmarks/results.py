@@ -42,6 +42,7 @@ SECTIONS = {  # name prefix -> heading; rows of other prefixes get the prefix as
     "ravdess_audio": "Audio: RAVDESS speech, speaker-independent folds",
     "iemocap_clips": "Real clips: IEMOCAP Session 1, all three modalities",
     "speed": "Speed",
+    "serve_abuse": "The web service under abuse (serve_abuse.py)",
 }
 
 

@@ -8,7 +8,8 @@ Then, in turn:
 1. ``--clients`` threads each post ``--rounds`` real IEMOCAP clips with their transcripts
    (a different clip per request): errors, p50 / p95 / max latency, peak server RSS;
 2. a ``--big-mb`` body to a server whose limit is ``--limit-mb``, once with Content-Length and once
-   chunked, sent over a raw socket while the server's RSS is sampled from /proc every 10 ms: the
+   chunked, then a junk file just under the limit (read whole: spooled to disk, refused as not
+   media), sent over a raw socket while the server's RSS is sampled from /proc every 10 ms: the
    status, how many bytes went out before the answer, the RSS growth;
 3. a list of malformed requests (empty body, wrong field, a text file named .mp4, ``../../x.mp4``,
    a 100 kB text field...): each must be a 4xx with a one-line body;
@@ -196,18 +197,20 @@ def _read_answer(sock: socket.socket) -> bytes:
     return data
 
 
-def oversized(port: int, pid: int, big_mb: float) -> dict:
-    """The big body twice, declared and chunked; the RSS growth is the peak over both minus the
+def oversized(port: int, pid: int, big_mb: float, limit_mb: float) -> dict:
+    """The big body twice, declared and chunked, then a body just under the limit (read whole,
+    spooled to disk, refused as not media); the RSS growth is the peak over the three minus the
     RSS before."""
-    total = int(big_mb * 2**20)
     before = rss_mb(pid)
     with Sampler(pid) as rss:
-        declared = send_big(port, total, chunked=False)
-        chunked = send_big(port, total, chunked=True)
+        declared = send_big(port, int(big_mb * 2**20), chunked=False)
+        chunked = send_big(port, int(big_mb * 2**20), chunked=True)
+        under = send_big(port, int(0.9 * limit_mb * 2**20), chunked=False)
     return {
         "body_mb": big_mb,
         "declared": declared,
         "chunked": chunked,
+        "under_limit": under,
         "rss_before_mb": before,
         "rss_peak_mb": rss.peak,
         "rss_growth_mb": rss.peak - before,
@@ -312,8 +315,9 @@ def run_all(run: Path, args: argparse.Namespace, tmp: Path) -> dict:
         clip, text = clips[0]
         httpx.post(url + "/predict", files={"file": (clip.name, clip.read_bytes())}, timeout=600)
         result = {"rss_warm_mb": rss_mb(proc.pid), "limit_mb": args.limit_mb}
+        result["loadavg_start"] = os.getloadavg()
         result["load"] = concurrency(url, proc.pid, clips, args.clients, args.rounds)
-        result["oversized"] = oversized(port, proc.pid, args.big_mb)
+        result["oversized"] = oversized(port, proc.pid, args.big_mb, args.limit_mb)
         result["bad"] = check_bad_requests(url, clip.read_bytes())
         result["leftovers"] = leftovers(proc.pid, tmp)
         result["health_after"] = httpx.get(url + "/health", timeout=30).status_code == 200
@@ -334,7 +338,8 @@ def run_all(run: Path, args: argparse.Namespace, tmp: Path) -> dict:
 def report(r: dict, args: argparse.Namespace) -> None:
     load, big = r["load"], r["oversized"]
     bad_ok = sum(b["ok"] and b["one_line"] for b in r["bad"])
-    print(f"serve abuse test (load average {r['loadavg'][0]:.1f} / {r['loadavg'][1]:.1f})")
+    la = f"{r['loadavg_start'][0]:.1f} at the start, {r['loadavg'][0]:.1f} at the end"
+    print(f"serve abuse test (load average {la})")
     print(
         f"  {args.clients} clients x {args.rounds} rounds of real clips: {load['requests']} "
         f"requests, {load['errors']} errors {load['first_errors'] or ''}"
@@ -349,6 +354,8 @@ def report(r: dict, args: argparse.Namespace) -> None:
             f"  {big['body_mb']:g} MB body ({kind}, limit {r['limit_mb']:g} MB): "
             f"{b['status_line']!r} after {b['sent_mb']:.1f} MB sent ({b['s']:.2f} s)"
         )
+    b = big["under_limit"]
+    print(f"  {b['sent_mb']:.1f} MB body (under the limit): {b['status_line']!r} ({b['s']:.2f} s)")
     print(
         f"    server RSS {big['rss_before_mb']:.0f} MB before, peak {big['rss_peak_mb']:.0f} MB "
         f"(+{big['rss_growth_mb']:.1f} MB)"
@@ -370,7 +377,7 @@ def record_rows(r: dict) -> None:
 
     load, big = r["load"], r["oversized"]
     where = f"{load['requests']} requests of real IEMOCAP clips, tiny run, loopback"
-    la = f"load average {r['loadavg'][0]:.1f}"
+    la = f"load average {r['loadavg_start'][0]:.1f} at the start, {r['loadavg'][0]:.1f} at the end"
     bad_ok = sum(b["ok"] and b["one_line"] for b in r["bad"])
     left = len(r["leftovers"]["files_left"]) + len(r["leftovers"]["open_files_left"])
     checks = (
@@ -378,7 +385,9 @@ def record_rows(r: dict) -> None:
         f"tracebacks; {left} temp files left; {la}"
     )
     sent = f"413 after {big['declared']['sent_mb']:.1f} MB (Content-Length), "
-    sent += f"{big['chunked']['sent_mb']:.1f} MB (chunked), limit {r['limit_mb']:g} MB"
+    sent += f"{big['chunked']['sent_mb']:.1f} MB (chunked), limit {r['limit_mb']:g} MB; a "
+    sent += f"{big['under_limit']['sent_mb']:.0f} MB junk upload under the limit: "
+    sent += f"{big['under_limit']['status_line'][9:12]}; {la}"
 
     def row(name: str, dataset: str, metric: str, value: float, note: str) -> Row:
         return Row(f"serve_abuse.{name}", dataset, "tav", metric, value, command_line(), note=note)
