@@ -134,6 +134,7 @@ def test_default_host_is_loopback():
 def bad_requests(clip: bytes) -> dict[str, dict]:
     """What a careless client or an attacker sends, as httpx.post arguments."""
     text_as_mp4 = b"just some notes, not a video\n" * 40
+    big_srt = b"1\n00:00:00,000 --> 00:00:01,000\nhi\n\n" * 60_000
     return {
         "empty body": {},
         "empty multipart body": {
@@ -149,6 +150,8 @@ def bad_requests(clip: bytes) -> dict[str, dict]:
         "Windows path": {"files": {"file": ("..\\x.mp4", clip)}},
         "100 kB text field": {"data": {"transcript": "a" * 100_000}},
         "transcript over the limit": {"data": {"transcript": "word " * 2100}},
+        "1 MB transcript file": {"files": {"file": ("talk.txt", b"word " * 200_000)}},
+        "2 MB subtitles": {"files": {"file": ("c.mp4", clip), "subtitles": ("s.srt", big_srt)}},
         "file twice": {"files": [("file", ("a.mp4", clip)), ("file", ("b.mp4", clip))]},
         "file as text": {"data": {"file": "clip.mp4"}},
         "too many fields": {"data": {f"f{i}": "x" for i in range(12)}},

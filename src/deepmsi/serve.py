@@ -142,8 +142,7 @@ def _parse_form(form: FormData) -> _Inputs:
         if len(form.getlist(name)) > 1:
             raise HTTPException(400, f"'{name}' given more than once")
     media, subs = _upload(form.get("file"), "file"), _upload(form.get("subtitles"), "subtitles")
-    if subs is not None and (subs.size or 0) > MAX_SUBTITLE_BYTES:
-        raise HTTPException(400, f"'subtitles' larger than {MAX_SUBTITLE_BYTES // 1024} kB")
+    _check_text_files(media, subs)
     transcript = _text_field(form.get("transcript"), "transcript")
     if transcript is not None and len(transcript) > MAX_TRANSCRIPT_CHARS:
         raise HTTPException(
@@ -154,6 +153,17 @@ def _parse_form(form: FormData) -> _Inputs:
     if media is None and not transcript:
         raise HTTPException(400, "send a media 'file', a 'transcript', or both")
     return _Inputs(media, subs, transcript, window)
+
+
+def _check_text_files(media: UploadFile | None, subs: UploadFile | None) -> None:
+    """Text read whole into memory is capped: subtitles, and a .txt 'file' (a transcript)."""
+    from deepmsi.inference.predictor import TEXT_SUFFIXES
+
+    if subs is not None and (subs.size or 0) > MAX_SUBTITLE_BYTES:
+        raise HTTPException(400, f"'subtitles' larger than {MAX_SUBTITLE_BYTES // 1024} kB")
+    is_text = media is not None and Path(media.filename or "").suffix.lower() in TEXT_SUFFIXES
+    if is_text and (media.size or 0) > MAX_FIELD_BYTES:
+        raise HTTPException(400, f"a transcript 'file' larger than {MAX_FIELD_BYTES // 1024} kB")
 
 
 async def _predict(predictor: _PredictorLike, lock: threading.Lock, inputs: _Inputs) -> Prediction:
