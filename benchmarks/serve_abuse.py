@@ -13,7 +13,9 @@ Then, in turn:
    status, how many bytes went out before the answer, the RSS growth;
 3. a list of malformed requests (empty body, wrong field, a text file named .mp4, ``../../x.mp4``,
    a 100 kB text field...): each must be a 4xx with a one-line body;
-4. the server's TMPDIR must be empty and no upload left open, and its stderr free of tracebacks.
+4. ``--max-connections`` + 8 clients that stall mid-upload: new clients get a 503, not a hang,
+   and the server answers again once they go;
+5. the server's TMPDIR must be empty and no upload left open, and its stderr free of tracebacks.
 
     .venv/bin/python benchmarks/serve_abuse.py [--run RUN] [--clients 20] [--rounds 5] [--record]
 """
@@ -53,12 +55,14 @@ def real_clips() -> list[tuple[Path, str]]:
         return [(CLIPS / r["file"], r["transcript"]) for r in csv.DictReader(f)]
 
 
-def start_server(run: Path, port: int, limit_mb: float, tmp: Path) -> subprocess.Popen:
+def start_server(
+    run: Path, port: int, limit_mb: float, max_connections: int, tmp: Path
+) -> subprocess.Popen:
     """The server on 127.0.0.1:port with TMPDIR=tmp/uploads; stderr goes to tmp/stderr.txt."""
     (tmp / "uploads").mkdir()
     env = {**os.environ, "TMPDIR": str(tmp / "uploads"), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "deepmsi", "serve", "--run", str(run), "--port", str(port)]
-    cmd += ["--max-upload-mb", str(limit_mb)]
+    cmd += ["--max-upload-mb", str(limit_mb), "--max-connections", str(max_connections)]
     stderr = (tmp / "stderr.txt").open("w")
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, env=env, text=True)
 
@@ -283,13 +287,45 @@ def _get_predict(http, url: str) -> dict:
     }
 
 
+def slow_clients(url: str, port: int, n: int) -> dict:
+    """``n`` connections, opened one after the other, that send a request head and then stall
+    mid-body (slowloris), then leave: how many were turned away with a 503, what a new client
+    gets while they hang, and whether the server answers again once they are gone."""
+    import httpx
+
+    socks = []
+    for _ in range(n):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sock.sendall(_request_head(port, 10**6) + b"--" + BOUNDARY.encode())
+        socks.append(sock)
+        time.sleep(0.05)  # each request is seen before the next connection counts
+    time.sleep(0.5)
+    refused = sum(_read_answer(s).startswith(b"HTTP/1.1 503") for s in socks if _readable(s))
+    during = httpx.get(url + "/health", timeout=30).status_code
+    for sock in socks:
+        sock.close()
+    time.sleep(1.0)
+    after = httpx.get(url + "/health", timeout=30).status_code
+    return {"stalled": n, "refused_503": refused, "health_during": during, "health_after": after}
+
+
+def _readable(sock: socket.socket) -> bool:
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+def _upload(path: Path) -> bool:
+    """Whether a path in the server's TMPDIR can be an upload (torch may keep its compiler cache
+    there, ``torchinductor_<user>``)."""
+    return "torchinductor_" not in str(path)
+
+
 def leftovers(pid: int, tmp: Path) -> dict:
     """Files left in the server's TMPDIR and the server's open files there (spooled uploads are
     unlinked at once, so only /proc shows one left open); waits up to 10 s for them to go."""
     uploads = tmp / "uploads"
     deadline = time.monotonic() + 10
     while True:
-        files = sorted(str(p.relative_to(uploads)) for p in uploads.rglob("*"))
+        files = sorted(str(p.relative_to(uploads)) for p in uploads.rglob("*") if _upload(p))
         open_files = []
         for fd in Path(f"/proc/{pid}/fd").iterdir():
             try:
@@ -309,7 +345,7 @@ def run_all(run: Path, args: argparse.Namespace, tmp: Path) -> dict:
     clips = real_clips()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = start_server(run, port, args.limit_mb, tmp)
+    proc = start_server(run, port, args.limit_mb, args.max_connections, tmp)
     try:
         wait_healthy(url, proc, timeout=300)
         clip, text = clips[0]
@@ -319,6 +355,7 @@ def run_all(run: Path, args: argparse.Namespace, tmp: Path) -> dict:
         result["load"] = concurrency(url, proc.pid, clips, args.clients, args.rounds)
         result["oversized"] = oversized(port, proc.pid, args.big_mb, args.limit_mb)
         result["bad"] = check_bad_requests(url, clip.read_bytes())
+        result["slow"] = slow_clients(url, port, args.max_connections + 8)
         result["leftovers"] = leftovers(proc.pid, tmp)
         result["health_after"] = httpx.get(url + "/health", timeout=30).status_code == 200
         result["server_alive"] = proc.poll() is None
@@ -330,12 +367,17 @@ def run_all(run: Path, args: argparse.Namespace, tmp: Path) -> dict:
             proc.kill()
     stderr = (tmp / "stderr.txt").read_text(errors="replace")
     result["tracebacks"] = stderr.count("Traceback")
+    result["first_traceback"] = (
+        stderr[stderr.find("Traceback") :][:3000] if "Traceback" in stderr else ""
+    )
     result["server_errors_500"] = stderr.count('" 500')
     result["loadavg"] = os.getloadavg()
     return result
 
 
 def report(r: dict, args: argparse.Namespace) -> None:
+    if r["first_traceback"]:
+        print(r["first_traceback"], file=sys.stderr)
     load, big = r["load"], r["oversized"]
     bad_ok = sum(b["ok"] and b["one_line"] for b in r["bad"])
     la = f"{r['loadavg_start'][0]:.1f} at the start, {r['loadavg'][0]:.1f} at the end"
@@ -364,6 +406,12 @@ def report(r: dict, args: argparse.Namespace) -> None:
     for b in r["bad"]:
         mark = "ok " if b["ok"] and b["one_line"] else "BAD"
         print(f"    {mark} {b['status']} {b['what']}: {b['body'][:90]}")
+    slow = r["slow"]
+    print(
+        f"  {slow['stalled']} stalled uploads (connection limit {args.max_connections}): "
+        f"{slow['refused_503']} turned away with a 503; /health {slow['health_during']} while "
+        f"they hang, {slow['health_after']} after they leave"
+    )
     left = r["leftovers"]
     print(
         f"  temp files left {len(left['files_left'])}, uploads left open "
@@ -415,6 +463,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--limit-mb", type=float, default=20, help="the server's upload limit")
+    parser.add_argument("--max-connections", type=int, default=32, help="the server's bound")
     parser.add_argument("--big-mb", type=float, default=200, help="the oversized body")
     parser.add_argument("--timeout", type=float, default=1800, help="kill everything after this")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the results here")

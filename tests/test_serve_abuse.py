@@ -21,6 +21,7 @@ import pytest
 from deepmsi.cli import build_parser
 
 LIMIT_MB = 4
+MAX_CONNECTIONS = 8
 BOUNDARY = "abuse"
 
 
@@ -40,6 +41,7 @@ class Server:
         env = {**os.environ, "TMPDIR": str(self.uploads), "OMP_NUM_THREADS": "1"}
         cmd = [sys.executable, "-m", "deepmsi", "serve", "--run", str(run_dir)]
         cmd += ["--port", str(self.port), "--max-upload-mb", str(LIMIT_MB)]
+        cmd += ["--max-connections", str(MAX_CONNECTIONS)]
         with self.log.open("w") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 
@@ -63,7 +65,8 @@ class Server:
     def leftovers(self) -> list[str]:
         """Files in the server's TMPDIR, and its open files there (a spooled upload is unlinked
         at once, so only /proc shows one left open)."""
-        found = [str(p) for p in self.uploads.rglob("*")]
+        # torch may keep its compiler cache in TMPDIR (torchinductor_<user>): not an upload.
+        found = [str(p) for p in self.uploads.rglob("*") if "torchinductor_" not in str(p)]
         for fd in Path(f"/proc/{self.proc.pid}/fd").iterdir():
             try:
                 target = os.readlink(fd)
@@ -126,9 +129,19 @@ def send_body(port: int, total: int, *, chunked: bool) -> tuple[bytes, int]:
     return answer, sent
 
 
-def test_default_host_is_loopback():
+def test_default_host_is_loopback_and_connections_are_bounded(monkeypatch):
+    import uvicorn
+
+    import deepmsi.serve
+    from deepmsi.cli import serve as serve_cli
+
     args = build_parser().parse_args(["serve", "--run", "some/run"])
-    assert args.host == "127.0.0.1"
+    assert args.host == "127.0.0.1" and args.max_connections == 32
+    seen = {}
+    monkeypatch.setattr(deepmsi.serve, "create_app", lambda run_dir, max_upload_mb: "app")
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: seen.update(kwargs, app=app))
+    assert serve_cli.run(args) == 0
+    assert seen["host"] == "127.0.0.1" and seen["limit_concurrency"] == 32 and seen["app"] == "app"
 
 
 def bad_requests(clip: bytes) -> dict[str, dict]:
@@ -185,6 +198,33 @@ def test_oversized_body_is_413_before_it_is_read(server, chunked):
     assert sent < (LIMIT_MB + 16) * 2**20
     assert server.rss_mb() - rss < 50
     assert httpx.get(server.url + "/health", timeout=10).status_code == 200
+
+
+def test_stalled_uploads_are_bounded_and_leave_no_traceback(server):
+    """Slowloris: uploads that stall, then vanish. Past the connection limit new clients get a
+    503 instead of a hang; once the stalled clients go, the server answers, and their leaving
+    is not logged as a server error."""
+    before = server.log.read_text()
+    socks = []
+    for _ in range(MAX_CONNECTIONS + 2):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n"
+            b"Content-Type: multipart/form-data; boundary=abuse\r\n\r\n--abuse"
+        )
+        socks.append(sock)
+        time.sleep(0.05)  # each request is parsed before the next connection counts
+    time.sleep(0.5)
+    assert httpx.get(server.url + "/health", timeout=30).status_code == 503
+    for sock in socks:
+        sock.close()
+    deadline = time.monotonic() + 10
+    while httpx.get(server.url + "/health", timeout=30).status_code != 200:
+        assert time.monotonic() < deadline, "server still refusing after the clients left"
+        time.sleep(0.2)
+    time.sleep(0.5)
+    log = server.log.read_text()[len(before) :]
+    assert "Traceback" not in log and "Exceeded concurrency limit" in log
 
 
 def wait_clean(server: Server, timeout: float = 10) -> list[str]:

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
+from starlette.requests import ClientDisconnect
 
 from deepmsi.errors import DeepMSIError
 
@@ -108,8 +109,16 @@ def create_app(
             result = await _predict(predictor, lock, inputs)
         return JSONResponse(result.to_dict())
 
+    app.add_exception_handler(ClientDisconnect, _client_left)
     app.add_middleware(_UploadLimit, max_bytes=max_bytes)
     return app
+
+
+async def _client_left(request: Request, exc: Exception) -> Response:
+    """A client gone mid-upload is routine (a closed tab, a killed curl), not a server error:
+    one log line instead of a traceback. Nobody reads the answer."""
+    log.info("client left during %s %s", request.method, request.url.path)
+    return Response(status_code=400)
 
 
 @dataclass(frozen=True)
