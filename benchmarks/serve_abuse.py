@@ -428,9 +428,12 @@ def record_rows(r: dict) -> None:
     la = f"load average {r['loadavg_start'][0]:.1f} at the start, {r['loadavg'][0]:.1f} at the end"
     bad_ok = sum(b["ok"] and b["one_line"] for b in r["bad"])
     left = len(r["leftovers"]["files_left"]) + len(r["leftovers"]["open_files_left"])
+    slow = r["slow"]
     checks = (
-        f"{bad_ok}/{len(r['bad'])} malformed requests a one-line 4xx; {r['tracebacks']} "
-        f"tracebacks; {left} temp files left; {la}"
+        f"{bad_ok}/{len(r['bad'])} malformed requests a one-line 4xx; {slow['stalled']} stalled "
+        f"uploads: {slow['refused_503']} turned away (503), /health {slow['health_during']} "
+        f"while they hung, {slow['health_after']} after; {r['tracebacks']} tracebacks; {left} "
+        f"temp files left; {la}"
     )
     sent = f"413 after {big['declared']['sent_mb']:.1f} MB (Content-Length), "
     sent += f"{big['chunked']['sent_mb']:.1f} MB (chunked), limit {r['limit_mb']:g} MB; a "
