@@ -44,8 +44,10 @@ def logmel(wave: np.ndarray) -> np.ndarray:
 def load_specs() -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """(log-mel per clip, label index [N], actor [N]); computed once, cached in artifacts."""
     if SPEC_PATH.exists():
-        z = np.load(SPEC_PATH, allow_pickle=True)
-        return list(z["specs"]), z["y"], z["actor"]
+        with np.load(SPEC_PATH) as z:  # no pickles: the ragged specs are stored flat
+            if "flat" in z:
+                ends = np.cumsum(z["lengths"])[:-1]
+                return np.split(z["flat"], ends, axis=1), z["y"], z["actor"]
     import deepmsi
     from deepmsi.data.media import decode_audio
 
@@ -55,9 +57,8 @@ def load_specs() -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     y = np.array([ds.labels.index(u.label) for u in rows])
     actor = np.array([int(u.speaker) for u in rows])
     SPEC_PATH.parent.mkdir(parents=True, exist_ok=True)
-    packed = np.empty(len(specs), dtype=object)  # ragged: clips differ in length
-    packed[:] = specs
-    np.savez(SPEC_PATH, specs=packed, y=y, actor=actor)
+    lengths = np.array([s.shape[1] for s in specs])  # ragged: clips differ in length
+    np.savez(SPEC_PATH, flat=np.concatenate(specs, axis=1), lengths=lengths, y=y, actor=actor)
     return specs, y, actor
 
 

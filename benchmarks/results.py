@@ -44,6 +44,7 @@ SECTIONS = {  # name prefix -> heading; rows of other prefixes get the prefix as
     "speed": "Speed",
     "faults": "Faults: SIGKILLs, damaged run folders, a full disk (faults.py)",
     "bad_inputs": "Bad inputs at scale (bad_inputs.py)",
+    "serve_abuse": "The web service under abuse (serve_abuse.py)",
 }
 
 

@@ -18,7 +18,6 @@ import csv
 import hashlib
 import json
 import logging
-import pickle
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -104,10 +103,9 @@ def load_meld(folder: Path = DATA / "meld") -> Corpus:
 
 def load_iemocap(path: Path = DATA / "iemocap" / "cosmic_iemocap.pkl") -> Corpus:
     """The COSMIC IEMOCAP pickle: speakers, labels, sentences, train/test/valid dialogue ids."""
-    with open(path, "rb") as f:
-        speakers, labels, sentences, train_ids, test_ids, valid_ids = pickle.load(
-            f, encoding="latin1"
-        )
+    from deepmsi.data.safe_pickle import load_plain_pickle
+
+    speakers, labels, sentences, train_ids, test_ids, valid_ids = load_plain_pickle(path)
     dialogues = []
     for split, ids in (("train", train_ids), ("dev", valid_ids), ("test", test_ids)):
         for did in ids:

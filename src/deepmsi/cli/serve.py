@@ -21,6 +21,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=200.0,
         help="larger uploads are answered 413 (default 200)",
     )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=32,
+        help="connections served at once; more are answered 503 (default 32). Each may hold an "
+        "upload of up to --max-upload-mb in the temporary folder while it waits its turn",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,5 +37,11 @@ def run(args: argparse.Namespace) -> int:
 
     app = create_app(args.run_dir, max_upload_mb=args.max_upload_mb)
     print(f"serving {args.run_dir} on http://{args.host}:{args.port}/ (Ctrl-C to stop)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        limit_concurrency=args.max_connections,
+    )
     return 0
