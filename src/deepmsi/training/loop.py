@@ -41,6 +41,8 @@ from deepmsi.labels import LabelSet
 from deepmsi.losses import DeepMSILoss
 from deepmsi.metrics import Metrics, compute_metrics
 from deepmsi.modalities import NAME_OF
+from deepmsi.models.swin_v2_hf import adapt_config, load_hf_weights
+from deepmsi.pretrained import PretrainedWeights, read_pretrained
 from deepmsi.runs import folder as runs
 from deepmsi.runs.predict import predict_dataset
 from deepmsi.selection import BestOnDev
@@ -197,6 +199,7 @@ def _setup(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device, info)
+    model_config, backbone = _video_backbone(run_dir, model_config, cfg, resume)
     train_recs, dev_recs = records
     run_config = runs.RunConfig(
         model_config, cfg, store.labels, dict(store.cache.manifest), str(store.cache.path)
@@ -207,6 +210,8 @@ def _setup(
 
     torch.manual_seed(cfg.seed)
     model = runs.build_model(model_config)
+    if backbone is not None:
+        load_hf_weights(model.video.backbone, backbone.state, cfg.video_backbone)
     model.set_input_stats(input_statistics(train_ds))  # a resumed run restores the same values
     model.to(device)
     weights = None
@@ -283,6 +288,23 @@ def _open_run_folder(
         runs.write_config(run_dir, run_config)
         _write_splits(run_dir, *records)
     return done
+
+
+def _video_backbone(
+    run_dir: Path, model_config: ModelConfig, cfg: TrainConfig, resume: bool
+) -> tuple[ModelConfig, PretrainedWeights | None]:
+    """With ``video_backbone`` set, a new run reads those weights and records their windows in
+    its model config; a resumed run takes the windows from its config and the weights from its
+    checkpoint (the source need not be reachable any more)."""
+    if not cfg.video_backbone or "v" not in model_config.modalities:
+        return model_config, None
+    if resume and runs.completed_epochs(run_dir):
+        saved = runs.read_config(run_dir).model_config
+        return model_config.replace(pretrained_window=saved.pretrained_window), None
+    weights = read_pretrained(cfg.video_backbone)
+    model_config = adapt_config(model_config, weights.config, cfg.video_backbone)
+    log.info("video backbone initialised from %s", cfg.video_backbone)
+    return model_config, weights
 
 
 def _loader(
