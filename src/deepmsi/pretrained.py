@@ -98,7 +98,7 @@ def _hub_file(repo_id: str, name: str) -> Path:
     try:
         return Path(hf_hub_download(repo_id, name))
     except RepositoryNotFoundError:
-        problem = "no such model on the Hugging Face Hub (or it is private or gated)"
+        problem = "no such folder, nor a model on the Hugging Face Hub (or it is private/gated)"
     except LocalEntryNotFoundError:
         problem = (
             f"cannot download {name}: the Hugging Face Hub is unreachable from here and the "

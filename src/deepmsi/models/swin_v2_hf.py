@@ -70,7 +70,7 @@ class Mismatch:
         line = f"{self.field} {_show(self.checkpoint)} in the checkpoint, {_show(self.config)} here"
         if self.field == "cpb_hidden":
             line += " (transformers' Swinv2 always uses 512; the cpu and tiny presets use a "
-            line += "smaller position-bias MLP: pass cpb_hidden=512)"
+            line += "smaller position-bias MLP: use the paper preset or set cpb_hidden=512)"
         return line
 
 
@@ -128,6 +128,8 @@ def pretrained_windows(hf_config: Mapping[str, Any]) -> tuple[int, ...]:
     arch = architecture(hf_config)
     grid = arch["image_size"] // arch["patch_size"]
     given = list(hf_config.get("pretrained_window_sizes") or [0] * len(arch["depths"]))
+    if len(given) != len(arch["depths"]):
+        raise ConfigError(f"pretrained_window_sizes {given} needs one entry per stage")
     return tuple(
         int(given[i]) or min(grid // 2**i, arch["window_size"]) for i in range(len(arch["depths"]))
     )
