@@ -24,3 +24,29 @@ def naive_shift_mask(grid: int, window: int, shift: int) -> torch.Tensor:
                     m[a, b] = 0.0 if wrap_a == wrap_b else -100.0
             windows.append(m)
     return torch.stack(windows)
+
+
+def hf_swinv2(cfg, **overrides):
+    """A transformers ``Swinv2ForImageClassification`` with ``cfg``'s backbone architecture and
+    every weight randomised (biases, norms and logit scales included, so none is left at an
+    identity value a wrong mapping would survive)."""
+    from transformers import Swinv2Config, Swinv2ForImageClassification
+
+    hf_cfg = Swinv2Config(
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        embed_dim=cfg.embed_dim,
+        depths=list(cfg.depths),
+        num_heads=list(cfg.num_heads),
+        window_size=cfg.window_size,
+        mlp_ratio=cfg.mlp_ratio,
+        drop_path_rate=0.0,
+        num_labels=3,
+        **overrides,
+    )
+    torch.manual_seed(0)
+    model = Swinv2ForImageClassification(hf_cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model

@@ -29,6 +29,7 @@ STAGES: list[tuple[str, ...]] = [
         "deepmsi.selection",
     ),
     ("deepmsi.nn",),
+    ("deepmsi.pretrained",),  # reads pretrained weights, for models' SwinV2.from_pretrained
     ("deepmsi.models",),
     ("deepmsi.losses",),
     ("deepmsi.data",),

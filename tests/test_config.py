@@ -7,7 +7,7 @@ import json
 import pytest
 
 from deepmsi.config import MODEL_PRESETS as PRESETS
-from deepmsi.config import ModelConfig, model_preset
+from deepmsi.config import ModelConfig, TrainConfig, model_preset
 from deepmsi.errors import ConfigError
 
 
@@ -75,11 +75,23 @@ def test_overrides_are_applied_and_floats_accept_ints() -> None:
         ({"num_heads": (1, 1, 3, 2)}, "divisible"),
         ({"dropout": 1.0}, "dropout"),
         ({"num_heads": (1, 1, 2)}, "same length"),
+        ({"pretrained_window": (3, 3, 3)}, "pretrained_window"),
+        ({"pretrained_window": (3, 3, 0, 3)}, "pretrained_window"),
     ],
 )
 def test_bad_overrides_raise_config_error(overrides: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         model_preset("tiny", **overrides)
+
+
+def test_pretrained_windows_round_trip_and_older_runs_read_as_from_scratch() -> None:
+    cfg = model_preset("paper", pretrained_window=[8, 8, 8, 8])  # a JSON list becomes a tuple
+    assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert cfg.pretrained_window == (8, 8, 8, 8)
+    older = {k: v for k, v in cfg.to_dict().items() if k != "pretrained_window"}
+    assert ModelConfig.from_dict(older).pretrained_window == ()
+    train = TrainConfig(video_backbone="microsoft/swinv2-tiny-patch4-window8-256")
+    assert TrainConfig.from_dict(json.loads(json.dumps(train.to_dict()))) == train
 
 
 def test_from_dict_rejects_unknown_keys_and_unknown_presets() -> None:

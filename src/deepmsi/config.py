@@ -98,6 +98,9 @@ class ModelConfig(Options):
     window_size: int = 8
     mlp_ratio: float = 4.0
     cpb_hidden: int = 512
+    # Per-stage window the position-bias MLP was trained at (set when loading a pretrained
+    # backbone, see deepmsi.models.swin_v2_hf); empty: trained here, at ``window_size``.
+    pretrained_window: tuple[int, ...] = ()
     drop_path: float = 0.2
     # Visual sequence compression (VSC) in stage 3, guided by text + audio.
     vsc: bool = True
@@ -229,7 +232,9 @@ class TrainConfig(Options):
     torch's threads per process (0: torch's default); on a busy CPU, 1 is often the fastest.
     ``context`` adds a dialogue-context head after the utterance model (see
     :mod:`deepmsi.training.context`): "online" reads past turns only, "offline" the whole
-    dialogue.
+    dialogue. ``video_backbone`` starts a new run's Swin-V2 from pretrained weights (a Hugging
+    Face id or a local folder in the transformers Swinv2 layout; empty: from scratch, as the
+    authors did); the run's model config then records the pretrained windows.
 
     Balanced multimodal training (off in the paper's recipe; docs/balanced-training.md):
     ``unimodal_weight`` weighs the unimodal heads' cross-entropy (the model needs
@@ -261,6 +266,7 @@ class TrainConfig(Options):
     keep_checkpoints: int = 2
     device: str = "auto"
     context: str = "none"
+    video_backbone: str = ""
 
     def check(self) -> None:
         checks = {
@@ -395,6 +401,10 @@ def _check_backbone(cfg: ModelConfig) -> None:
         raise bad(f"depths and num_heads need the same length (>= {VSC_STAGE + 1} stages)")
     if any(d < 1 for d in cfg.depths) or any(h < 1 for h in cfg.num_heads):
         raise bad("depths and num_heads must be >= 1")
+    if cfg.pretrained_window and (
+        len(cfg.pretrained_window) != len(cfg.depths) or min(cfg.pretrained_window) < 1
+    ):
+        raise bad(f"pretrained_window needs one window >= 1 per stage, got {cfg.pretrained_window}")
     for dim, heads in zip(cfg.stage_dims, cfg.num_heads, strict=True):
         if dim % heads:
             raise bad(f"stage width {dim} is not divisible by {heads} heads")

@@ -170,7 +170,9 @@ def _check_text_files(media: UploadFile | None, subs: UploadFile | None) -> None
 
     if subs is not None and (subs.size or 0) > MAX_SUBTITLE_BYTES:
         raise HTTPException(400, f"'subtitles' larger than {MAX_SUBTITLE_BYTES // 1024} kB")
-    is_text = media is not None and Path(media.filename or "").suffix.lower() in TEXT_SUFFIXES
+    if media is None:
+        return
+    is_text = Path(media.filename or "").suffix.lower() in TEXT_SUFFIXES
     if is_text and (media.size or 0) > MAX_FIELD_BYTES:
         raise HTTPException(400, f"a transcript 'file' larger than {MAX_FIELD_BYTES // 1024} kB")
 

@@ -66,6 +66,13 @@ def add_config_options(p: argparse.ArgumentParser, *, modalities: bool = True) -
         "usable live; offline: reads the whole dialogue, future turns included (needs the "
         "complete dialogue before labelling)",
     )
+    g.add_argument(
+        "--video-backbone",
+        metavar="SOURCE",
+        help="start the Swin-V2 from pretrained weights: a Hugging Face id (e.g. "
+        "microsoft/swinv2-tiny-patch4-window8-256, which fits --preset paper) or a local folder "
+        "with config.json + model.safetensors (default: from scratch, as the authors did)",
+    )
     g.add_argument("--device", help="auto (default), cpu or cuda[:N]")
     g.add_argument("--workers", type=int, help="data-loader worker processes (default 0)")
     g.add_argument(
@@ -101,6 +108,7 @@ def build_configs(args: argparse.Namespace, base: tuple[Any, Any] | None = None)
         "num_workers": args.workers,
         "threads": args.threads,
         "context": getattr(args, "context", None),
+        "video_backbone": getattr(args, "video_backbone", None),
     }
     model_cfg = model_cfg.replace(**{k: v for k, v in model_over.items() if v is not None})
     train_cfg = train_cfg.replace(**{k: v for k, v in train_over.items() if v is not None})

@@ -30,12 +30,18 @@ from deepmsi.nn import (
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)
 
 
-def _relative_coords_table(window: int) -> torch.Tensor:
-    """Log-spaced relative offsets fed to the position-bias MLP: [(2w-1)^2, 2] in about [-1, 1]."""
+def _relative_coords_table(window: int, pretrained_window: int = 0) -> torch.Tensor:
+    """Log-spaced relative offsets fed to the position-bias MLP: [(2w-1)^2, 2] in about [-1, 1].
+
+    Offsets are normalised by ``pretrained_window - 1`` when given (Swin-V2's rule for
+    fine-tuning at another window: an offset of d tokens reaches the MLP as the coordinate it
+    had in training, so VSC's shrunken windows reuse a pretrained MLP), else by ``window - 1``.
+    """
     rel = torch.arange(-(window - 1), window, dtype=torch.float32)
     table = torch.stack(torch.meshgrid(rel, rel, indexing="ij"), dim=-1)  # 2w-1, 2w-1, 2
-    if window > 1:
-        table = table / (window - 1) * 8.0  # normalise to [-8, 8] like Swin-V2
+    span = (pretrained_window or window) - 1
+    if span > 0:
+        table = table / span * 8.0  # normalise to [-8, 8] like Swin-V2
     # NOTE(official-code): the authors scale by the window size instead of 8 (a no-op for their
     # window 8, different for the shrunken VSC windows 7/6/5).
     table = torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8)
@@ -59,7 +65,13 @@ class WindowAttention(nn.Module):
     position_index: torch.Tensor
 
     def __init__(
-        self, dim: int, num_heads: int, window: int, cpb_hidden: int = 512, dropout: float = 0.0
+        self,
+        dim: int,
+        num_heads: int,
+        window: int,
+        cpb_hidden: int = 512,
+        dropout: float = 0.0,
+        pretrained_window: int = 0,
     ) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -74,7 +86,8 @@ class WindowAttention(nn.Module):
         self.register_buffer("k_bias", torch.zeros(dim), persistent=False)  # V2: no key bias
         self.proj = nn.Linear(dim, dim)
         self.drop = nn.Dropout(dropout)
-        self.register_buffer("coords_table", _relative_coords_table(window), persistent=False)
+        coords = _relative_coords_table(window, pretrained_window)
+        self.register_buffer("coords_table", coords, persistent=False)
         self.register_buffer("position_index", _relative_position_index(window), persistent=False)
 
     def position_bias(self) -> torch.Tensor:
@@ -124,6 +137,7 @@ class SwinV2Block(nn.Module):
         keep_grid: int | None = None,
         vsc_threshold: float = 0.6,
         vsc_alpha: float = 0.9,
+        pretrained_window: int = 0,
     ) -> None:
         super().__init__()
         self.grid = grid
@@ -131,7 +145,9 @@ class SwinV2Block(nn.Module):
         # A single window covers the whole grid: shifting would only wrap it around.
         self.shift = self.window // 2 if shifted and self.window < grid else 0
         self.out_grid = keep_grid or grid
-        self.attn = WindowAttention(dim, num_heads, self.window, cpb_hidden)
+        self.attn = WindowAttention(
+            dim, num_heads, self.window, cpb_hidden, pretrained_window=pretrained_window
+        )
         self.norm1 = nn.LayerNorm(dim)
         self.vsc = (
             VisualSequenceCompression(keep_grid * keep_grid, vsc_threshold, vsc_alpha)
@@ -226,6 +242,7 @@ class SwinV2Stage(nn.Module):
         vsc_grids: tuple[int, ...] = (),
         vsc_threshold: float = 0.6,
         vsc_alpha: float = 0.9,
+        pretrained_window: int = 0,
     ) -> None:
         super().__init__()
         self.downsample = PatchMerging(in_dim, in_grid) if downsample else None
@@ -247,6 +264,7 @@ class SwinV2Stage(nn.Module):
                 keep_grid=keep,
                 vsc_threshold=vsc_threshold,
                 vsc_alpha=vsc_alpha,
+                pretrained_window=pretrained_window,
             )
             self.blocks.append(block)
             grid = block.out_grid
@@ -269,6 +287,7 @@ class SwinV2(nn.Module):
     def __init__(self, cfg: ModelConfig, vsc: bool | None = None) -> None:
         super().__init__()
         vsc = cfg.vsc if vsc is None else vsc
+        self.config = cfg
         self.uses_vsc = vsc
         dims = cfg.stage_dims
         self.guidance_dim = dims[VSC_STAGE]
@@ -295,6 +314,7 @@ class SwinV2(nn.Module):
                     vsc_grids=cfg.vsc_grids if vsc and i == VSC_STAGE else (),
                     vsc_threshold=cfg.vsc_threshold,
                     vsc_alpha=cfg.vsc_alpha,
+                    pretrained_window=cfg.pretrained_window[i] if cfg.pretrained_window else 0,
                 )
                 self.stages.append(stage)
                 grid = stage.out_grid
@@ -302,6 +322,23 @@ class SwinV2(nn.Module):
             raise ConfigError(f"model config: {err}") from err
         self.norm = nn.LayerNorm(self.num_features)
         self.apply(_init_weights)
+
+    @classmethod
+    def from_pretrained(cls, source: str, cfg: ModelConfig, vsc: bool | None = None) -> SwinV2:
+        """A backbone initialised from transformers Swinv2 weights: SOURCE is a Hugging Face id
+        or a local folder (config.json + model.safetensors).
+
+        ``cfg`` must match the checkpoint's tensor shapes (else a ConfigError lists each field);
+        the model's ``config`` is ``cfg`` with the checkpoint's ``pretrained_window``, which a
+        model rebuilt from it (a saved run) needs to compute the same position bias.
+        """
+        from deepmsi.models.swin_v2_hf import adapt_config, load_hf_weights
+        from deepmsi.pretrained import read_pretrained  # the file reading lives outside models
+
+        weights = read_pretrained(source)
+        model = cls(adapt_config(cfg, weights.config, source), vsc)
+        load_hf_weights(model, weights.state, source)
+        return model
 
     def stage_tokens(self) -> list[tuple[int, int]]:
         """(tokens in, tokens out) of every stage, after patch merging; static given the config."""

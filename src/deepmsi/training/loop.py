@@ -42,7 +42,9 @@ from deepmsi.labels import LabelSet
 from deepmsi.losses import DeepMSILoss
 from deepmsi.metrics import Metrics, compute_metrics
 from deepmsi.modalities import NAME_OF
+from deepmsi.models.swin_v2_hf import adapt_config, load_hf_weights
 from deepmsi.nn.precise_bn import recompute_batchnorm
+from deepmsi.pretrained import PretrainedWeights, read_pretrained
 from deepmsi.runs import folder as runs
 from deepmsi.runs.predict import predict_dataset
 from deepmsi.selection import BestOnDev
@@ -199,6 +201,7 @@ def _setup(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device, info)
+    model_config, backbone = _video_backbone(run_dir, model_config, cfg, resume)
     train_recs, dev_recs = records
     run_config = runs.RunConfig(
         model_config, cfg, store.labels, dict(store.cache.manifest), str(store.cache.path)
@@ -211,17 +214,11 @@ def _setup(
         raise ConfigError("unimodal_weight > 0 needs a model with unimodal_heads=True")
     torch.manual_seed(cfg.seed)
     model = runs.build_model(model_config)
+    if backbone is not None and model.video is not None:
+        load_hf_weights(model.video.backbone, backbone.state, cfg.video_backbone)
     model.set_input_stats(input_statistics(train_ds))  # a resumed run restores the same values
     model.to(device)
-    weights = None
-    if cfg.class_weights:
-        weights = _class_weights(train_ds.targets, len(store.labels)).to(device)
-    criterion = DeepMSILoss(
-        contrastive_weight=cfg.contrastive_weight,
-        temperature=cfg.temperature,
-        unimodal_weight=cfg.unimodal_weight,
-        **({"class_weights": weights} if weights is not None else {}),
-    )
+    criterion, weights = _criterion(cfg, train_ds, len(store.labels), device)
     sampler, loader = _loader(train_ds, cfg, info, device)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -269,6 +266,22 @@ def _setup(
     return session, state
 
 
+def _criterion(
+    cfg: TrainConfig, train_ds: FeatureDataset, num_labels: int, device: torch.device
+) -> tuple[DeepMSILoss, torch.Tensor | None]:
+    """The loss, and its class weights when ``cfg.class_weights`` asks for them."""
+    weights = None
+    if cfg.class_weights:
+        weights = _class_weights(train_ds.targets, num_labels).to(device)
+    criterion = DeepMSILoss(
+        contrastive_weight=cfg.contrastive_weight,
+        temperature=cfg.temperature,
+        unimodal_weight=cfg.unimodal_weight,
+        class_weights=weights,
+    )
+    return criterion, weights
+
+
 def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     """The video branch at ``video_lr_scale`` x the learning rate, everything else at it (one
     group when the scale is 1, as runs before the option had: they still resume)."""
@@ -305,6 +318,23 @@ def _open_run_folder(
         runs.write_config(run_dir, run_config)
         _write_splits(run_dir, *records)
     return done
+
+
+def _video_backbone(
+    run_dir: Path, model_config: ModelConfig, cfg: TrainConfig, resume: bool
+) -> tuple[ModelConfig, PretrainedWeights | None]:
+    """With ``video_backbone`` set, a new run reads those weights and records their windows in
+    its model config; a resumed run takes the windows from its config and the weights from its
+    checkpoint (the source need not be reachable any more)."""
+    if not cfg.video_backbone or "v" not in model_config.modalities:
+        return model_config, None
+    if resume and runs.completed_epochs(run_dir):
+        saved = runs.read_config(run_dir).model_config
+        return model_config.replace(pretrained_window=saved.pretrained_window), None
+    weights = read_pretrained(cfg.video_backbone)
+    model_config = adapt_config(model_config, weights.config, cfg.video_backbone)
+    log.info("video backbone initialised from %s", cfg.video_backbone)
+    return model_config, weights
 
 
 def _loader(
