@@ -78,11 +78,11 @@ def write_clip(
                 out.mux(vs.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
             out.mux(vs.encode(None))
         if aus is not None:
-            _write_tone(out, aus, round(seconds * audio), audio, channels, silent)
+            _write_tone(out, aus, round(seconds * audio), audio, channels=channels, silent=silent)
     return path
 
 
-def _write_tone(out, stream, total: int, rate: int, channels: int, silent: bool) -> None:
+def _write_tone(out, stream, total: int, rate: int, *, channels: int, silent: bool) -> None:
     import av
 
     layout = "mono" if channels == 1 else "stereo"
@@ -165,7 +165,7 @@ def item_cases() -> list[Case]:
     crema = SHARED / "crema-d-clips" / "1001_DFA_ANG_XX.flv"
     flac = SHARED / "ravdess" / "03-01-03-01-01-01-01.flac"
 
-    def case(name, what, make, emotion="joy", file=None, expect="problem", **row):
+    def case(name, what, make, *, emotion="joy", file=None, expect="problem", **row):
         file = f"cases/{name}.mp4" if file is None else file
         row = {"file": file, "emotion": emotion, "transcript": f"case {name}", **row}
         return Case(name, what, {"utterance_id": name, **row}, make, file, expect)
@@ -491,10 +491,10 @@ def run_main(work: Path, folder: Path, good: list[dict], cases: list[Case]) -> d
         if path in predicted:
             c.messages["predict"] = predicted[path]
     sources = {k for k, v in predicted.items() if v.startswith("predicted")}
-    return _main_counts(work, by, good, cases, folder, sources)
+    return _main_counts(work, by, good, cases, folder=folder, sources=sources)
 
 
-def _main_counts(work, by, good, cases, folder, sources) -> dict:
+def _main_counts(work, by, good, cases, *, folder, sources) -> dict:
     from deepmsi.data.cache import FeatureCache
 
     cached = (

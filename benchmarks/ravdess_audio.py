@@ -131,9 +131,12 @@ def speaker_normalise(data: Data) -> np.ndarray:
 
 
 # ---- sklearn models --------------------------------------------------------------------------
-def _sk_fold(x, y, tr, dv, te, grid, build) -> tuple[float, str]:
-    """Fit each setting on train, keep the best on dev, score test once (percent)."""
+def _sk_fold(x, y, split: tuple, grid, build) -> tuple[float, str]:
+    """Fit each setting on train, keep the best on dev, score test once (percent); ``split``
+    is (train, dev, test) positions."""
     from sklearn.preprocessing import StandardScaler
+
+    tr, dv, te = split
 
     scaler = StandardScaler().fit(x[tr])
     xs = scaler.transform(x)
@@ -229,9 +232,9 @@ def run_model(name: str, data: Data, folds: list[Fold]) -> ModelResult:
     for i, f in enumerate(folds):
         tr, dv, te = (np.flatnonzero(np.isin(data.actor, g)) for g in (f.train, f.dev, f.test))
         if name.startswith("logreg"):
-            acc, chosen = _sk_fold(x, data.y, tr, dv, te, *logreg_grid())
+            acc, chosen = _sk_fold(x, data.y, (tr, dv, te), *logreg_grid())
         elif name.startswith("svm"):
-            acc, chosen = _sk_fold(x, data.y, tr, dv, te, *svm_grid(x.shape[1]))
+            acc, chosen = _sk_fold(x, data.y, (tr, dv, te), *svm_grid(x.shape[1]))
         elif name == "deepmsi":
             acc, chosen = deepmsi_fold(data, None, i, (tr, dv, te), name)
         elif name == "deepmsi_spknorm":

@@ -286,7 +286,9 @@ def test_cli_prepare_finetune_options(monkeypatch, capsys):
     def fake_prepare(dataset, out, options):
         raise _Asked(options)
 
-    monkeypatch.setattr(deepmsi.data, "load_dataset", lambda spec, on_error: _dialogues())
+    monkeypatch.setattr(
+        deepmsi.data, "load_dataset", lambda spec, on_error, labels=None: _dialogues()
+    )
     monkeypatch.setattr(prepare_mod, "prepare", fake_prepare)
     args = ["prepare", "--dataset", "meld:x", "--out", "c", "--text-encoder", "some/bert"]
     with pytest.raises(_Asked) as asked:

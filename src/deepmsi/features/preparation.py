@@ -336,7 +336,7 @@ def prepare(
         dialogue = with_past_turns(dataset.utterances, text_enc.past)
     t0 = time.perf_counter()
     try:
-        _run(todo, out, options, text_enc, audio_enc, problems, failed, dialogue)
+        _run(todo, out, options, (text_enc, audio_enc), (problems, failed), dialogue=dialogue)
     except BaseException:
         try:  # index what was saved, so nothing done is lost; the first error is the one to show
             _write_index(out, dataset, failed, problems)
@@ -406,7 +406,10 @@ def _check_folder(out: Path, options: PrepareOptions) -> None:
         raise DataError(out, "exists and is not a feature cache; choose an empty or new folder")
 
 
-def _run(todo, out, options, text_enc, audio_enc, problems, failed, dialogue=None) -> None:
+def _run(todo, out, options, encoders: tuple, outcome: tuple, *, dialogue=None) -> None:
+    """``encoders`` = (text, audio); ``outcome`` = (problems, failed ids), filled in."""
+    text_enc, audio_enc = encoders
+    problems, failed = outcome
     from tqdm import tqdm
 
     jobs = [
@@ -427,9 +430,7 @@ def _run(todo, out, options, text_enc, audio_enc, problems, failed, dialogue=Non
         for lo in range(0, len(todo), CHUNK):
             chunk = todo[lo : lo + CHUNK]
             decoded = [next(results) for _ in chunk]
-            _save_chunk(
-                chunk, decoded, out, options, text_enc, audio_enc, problems, failed, dialogue
-            )
+            _save_chunk(chunk, decoded, out, options, encoders, outcome=outcome, dialogue=dialogue)
             bar.update(len(chunk))
     finally:
         results.close()
@@ -441,15 +442,17 @@ def _save_chunk(
     decoded,
     out,
     options,
-    text_enc,
-    audio_enc,
-    problems,
-    failed,
+    encoders: tuple,
+    *,
+    outcome: tuple,
     dialogue: dict[str, DialogueText] | None = None,
 ) -> None:
     """Encode a chunk's text (and neural audio) in batches, then write each good item; with
     ``on_error="raise"`` the first bad item is raised after the good ones are saved.
-    ``dialogue`` (utterance id -> text with past turns) feeds a dialogue text encoder."""
+    ``dialogue`` (utterance id -> text with past turns) feeds a dialogue text encoder;
+    ``encoders`` = (text, audio), ``outcome`` = (problems, failed ids), filled in."""
+    text_enc, audio_enc = encoders
+    problems, failed = outcome
     ok, bad = [], []
     for utt, dec in zip(chunk, decoded, strict=True):
         if dec.error is None:

@@ -69,6 +69,7 @@ class WindowAttention(nn.Module):
         dim: int,
         num_heads: int,
         window: int,
+        *,
         cpb_hidden: int = 512,
         dropout: float = 0.0,
         pretrained_window: int = 0,
@@ -130,6 +131,7 @@ class SwinV2Block(nn.Module):
         num_heads: int,
         grid: int,
         window: int,
+        *,
         shifted: bool,
         mlp_ratio: float = 4.0,
         cpb_hidden: int = 512,
@@ -146,7 +148,7 @@ class SwinV2Block(nn.Module):
         self.shift = self.window // 2 if shifted and self.window < grid else 0
         self.out_grid = keep_grid or grid
         self.attn = WindowAttention(
-            dim, num_heads, self.window, cpb_hidden, pretrained_window=pretrained_window
+            dim, num_heads, self.window, cpb_hidden=cpb_hidden, pretrained_window=pretrained_window
         )
         self.norm1 = nn.LayerNorm(dim)
         self.vsc = (
@@ -228,43 +230,34 @@ class SwinV2Stage(nn.Module):
     """
 
     def __init__(
-        self,
-        in_dim: int,
-        dim: int,
-        in_grid: int,
-        depth: int,
-        num_heads: int,
-        window: int,
-        mlp_ratio: float,
-        cpb_hidden: int,
-        drop_path: list[float],
-        downsample: bool,
-        vsc_grids: tuple[int, ...] = (),
-        vsc_threshold: float = 0.6,
-        vsc_alpha: float = 0.9,
-        pretrained_window: int = 0,
+        self, cfg: ModelConfig, index: int, *, in_grid: int, drop_path: list[float], vsc: bool
     ) -> None:
+        """Stage ``index`` of the backbone ``cfg`` describes, on an ``in_grid`` token map (before
+        its patch merging); ``vsc`` compresses it when it is the VSC stage."""
+        dims = cfg.stage_dims
+        in_dim, dim, downsample = dims[max(index - 1, 0)], dims[index], index > 0
+        vsc_grids = cfg.vsc_grids if vsc and index == VSC_STAGE else ()
         super().__init__()
         self.downsample = PatchMerging(in_dim, in_grid) if downsample else None
         grid = math.ceil(in_grid / 2) if downsample else in_grid
         self.in_grid = grid
         targets = list(vsc_grids)
         self.blocks = nn.ModuleList()
-        for i in range(depth):
+        for i in range(cfg.depths[index]):
             keep = targets.pop(0) if (targets and i % 2 == 0) else None
             block = SwinV2Block(
                 dim,
-                num_heads,
+                cfg.num_heads[index],
                 grid,
-                window,
+                cfg.window_size,
                 shifted=i % 2 == 1,
-                mlp_ratio=mlp_ratio,
-                cpb_hidden=cpb_hidden,
+                mlp_ratio=cfg.mlp_ratio,
+                cpb_hidden=cfg.cpb_hidden,
                 drop_path=drop_path[i],
                 keep_grid=keep,
-                vsc_threshold=vsc_threshold,
-                vsc_alpha=vsc_alpha,
-                pretrained_window=pretrained_window,
+                vsc_threshold=cfg.vsc_threshold,
+                vsc_alpha=cfg.vsc_alpha,
+                pretrained_window=cfg.pretrained_window[index] if cfg.pretrained_window else 0,
             )
             self.blocks.append(block)
             grid = block.out_grid
@@ -301,20 +294,7 @@ class SwinV2(nn.Module):
             for i, depth in enumerate(cfg.depths):
                 start = sum(cfg.depths[:i])
                 stage = SwinV2Stage(
-                    in_dim=dims[max(i - 1, 0)],
-                    dim=dims[i],
-                    in_grid=grid,
-                    depth=depth,
-                    num_heads=cfg.num_heads[i],
-                    window=cfg.window_size,
-                    mlp_ratio=cfg.mlp_ratio,
-                    cpb_hidden=cfg.cpb_hidden,
-                    drop_path=rates[start : start + depth],
-                    downsample=i > 0,
-                    vsc_grids=cfg.vsc_grids if vsc and i == VSC_STAGE else (),
-                    vsc_threshold=cfg.vsc_threshold,
-                    vsc_alpha=cfg.vsc_alpha,
-                    pretrained_window=cfg.pretrained_window[i] if cfg.pretrained_window else 0,
+                    cfg, i, in_grid=grid, drop_path=rates[start : start + depth], vsc=vsc
                 )
                 self.stages.append(stage)
                 grid = stage.out_grid

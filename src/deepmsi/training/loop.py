@@ -171,9 +171,16 @@ def train(
     model_config = resolve_model_config(model_config, store.cache)
     info = setup_distributed(cfg.device)
     try:
-        records = _split_records(store, train_split, dev_split, train_ids, dev_ids, cfg.seed)
+        records = _split_records(store, (train_split, dev_split), train_ids, dev_ids, seed=cfg.seed)
         session, state = _setup(
-            store, Path(out), model_config, cfg, info, records, resume, progress
+            store,
+            Path(out),
+            model_config,
+            cfg,
+            info,
+            records=records,
+            resume=resume,
+            progress=progress,
         )
         while state.epoch < cfg.epochs and not state.stopped_early:
             epoch = state.epoch + 1
@@ -193,6 +200,7 @@ def _setup(
     model_config: ModelConfig,
     cfg: TrainConfig,
     info: DistInfo,
+    *,
     records: tuple[list[Utterance], list[Utterance]],
     resume: bool,
     progress: bool,
@@ -226,7 +234,9 @@ def _setup(
     )
     state = LoopState(selection=BestOnDev(patience=cfg.patience))
     if done:
-        state = _restore(run_dir, done[-1], model, optimizer, scheduler, info, cfg.patience)
+        state = _restore(
+            run_dir, done[-1], model, (optimizer, scheduler), info, patience=cfg.patience
+        )
         log.info("resuming %s after epoch %d", run_dir, state.epoch)
         if info.is_main:  # a run killed between its checkpoint and metrics.jsonl
             runs.write_metrics(run_dir, state.history)
@@ -532,12 +542,14 @@ def _restore(
     run_dir: Path,
     epoch: int,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    optimisation: tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR],
     info: DistInfo,
+    *,
     patience: int,
 ) -> LoopState:
-    """Load an epoch checkpoint into model/optimizer/scheduler; returns the loop state."""
+    """Load an epoch checkpoint into the model and ``optimisation`` = (optimizer, scheduler);
+    returns the loop state."""
+    optimizer, scheduler = optimisation
     saved = runs.load_state(run_dir, epoch)
     runs.load_weights(model, runs.checkpoint_paths(run_dir, epoch)[0])
     optimizer.load_state_dict(saved.pop("optimizer"))
@@ -576,13 +588,14 @@ def _check_resume(run_dir: Path, config: runs.RunConfig) -> None:
 # ---- data and optimisation helpers -------------------------------------------------------------
 def _split_records(
     store: FeatureStore,
-    train_split: str,
-    dev_split: str,
+    splits: tuple[str, str],
     train_ids: Sequence[str] | None,
     dev_ids: Sequence[str] | None,
+    *,
     seed: int,
 ) -> tuple[list[Utterance], list[Utterance]]:
-    """(train, dev) records: the named splits or id lists; dev carved from train if empty."""
+    """(train, dev) records: the named ``splits`` or id lists; dev carved from train if empty."""
+    train_split, dev_split = splits
     train_recs = _select_records(store, train_split, train_ids)
     dev_recs = _select_records(store, dev_split, dev_ids)
     if not train_recs:
