@@ -117,6 +117,8 @@ class ModelConfig(Options):
     dropout: float = 0.3
     projection_dropout: float = 0.2
     modality_dropout: float = 0.0
+    # The video branch's TCN dropout; None: ``dropout``, as in the paper (one rate everywhere).
+    video_dropout: float | None = None
     # A linear classifier per modality projection, trained beside the fusion (not in the paper).
     unimodal_heads: bool = False
 
@@ -382,8 +384,9 @@ def _check_sizes(cfg: ModelConfig) -> None:
         "projection_dim",
     )
     check_at_least(cfg, 2, "num_classes", "tcn_kernel")
-    for name in ("dropout", "projection_dropout", "modality_dropout", "drop_path"):
-        if not 0.0 <= getattr(cfg, name) < 1.0:
+    for name in ("dropout", "projection_dropout", "modality_dropout", "drop_path", "video_dropout"):
+        value = getattr(cfg, name)
+        if value is not None and not 0.0 <= value < 1.0:
             raise ConfigError(f"model config: {name} must be in [0, 1)")
     if not cfg.tcn_channels or min(cfg.tcn_channels) < 1:
         raise ConfigError("model config: tcn_channels must be non-empty and positive")

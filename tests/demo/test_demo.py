@@ -40,3 +40,22 @@ def test_demo_runs_every_stage(tmp_path):
     again = run_demo(out, corpus=SMALL, train_overrides={"epochs": 1}, progress=False)
     assert again.seconds["prepare"] < result.seconds["prepare"]  # the cache is reused
     assert again.report.weighted_f1 == result.report.weighted_f1  # and the trained run
+
+
+@pytest.mark.slow
+def test_two_demos_print_the_same_numbers_whatever_the_callers_threads(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    tables = []
+    for i, threads in enumerate((1, 2)):
+        torch.set_num_threads(threads)
+        result = run_demo(
+            tmp_path / f"d{i}", corpus=SMALL, train_overrides={"epochs": 2}, progress=False
+        )
+        rows = json.loads((tmp_path / f"d{i}" / "ablation.json").read_text())
+        tables.append([(r["modalities"], r["accuracy"], r["weighted_f1"]) for r in rows])
+        assert torch.get_num_threads() == threads  # restored afterwards
+        assert result.report.utterances > 0
+    torch.set_num_threads(before)
+    assert tables[0] == tables[1]

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,27 @@ def _timed(seconds: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
     return value
 
 
+# One torch thread, deterministic kernels: a thread count changes the order of float reductions,
+# so a fixed one makes two demos on one machine print the same digits (another CPU may still
+# differ in the last bits; the README shows the spread over seeds).
+THREADS = 1
+
+
+@contextmanager
+def reproducible(threads: int = THREADS) -> Iterator[None]:
+    """Run the block with ``threads`` torch threads and deterministic algorithms, then restore."""
+    import torch
+
+    saved = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1])
+
+
 def run_demo(
     out: str | Path = "demo-out",
     *,
@@ -67,8 +89,18 @@ def run_demo(
 ) -> DemoResult:
     """Run the whole pipeline on a synthetic corpus; re-running reuses finished stages.
 
-    ``corpus`` and ``train_overrides`` shrink or grow the demo (tests use a tiny one).
+    ``corpus`` and ``train_overrides`` shrink or grow the demo (tests use a tiny one). The same
+    seed on the same machine gives the same numbers (see ``reproducible``).
     """
+    with reproducible():
+        return _run_demo(
+            Path(out), seed=seed, corpus=corpus, train_overrides=train_overrides, progress=progress
+        )
+
+
+def _run_demo(
+    out: Path, *, seed: int, corpus: dict | None, train_overrides: dict | None, progress: bool
+) -> DemoResult:
     from deepmsi.config import model_preset, train_preset
     from deepmsi.data import load_dataset
     from deepmsi.data.dataset import FeatureStore
@@ -78,7 +110,6 @@ def run_demo(
     from deepmsi.features.preparation import PrepareOptions, prepare
     from deepmsi.training.loop import train
 
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     corpus_dir, cache_dir, run_dir = out / "corpus", out / "cache", out / "run"

@@ -51,7 +51,8 @@ class VideoEncoder(nn.Module):
         super().__init__()
         self.image_size = cfg.image_size
         self.backbone = SwinV2(cfg)
-        self.tcn = TCN(self.backbone.num_features, cfg.tcn_channels, cfg.tcn_kernel, cfg.dropout)
+        dropout = cfg.dropout if cfg.video_dropout is None else cfg.video_dropout
+        self.tcn = TCN(self.backbone.num_features, cfg.tcn_channels, cfg.tcn_kernel, dropout)
         self.out_dim = self.tcn.out_dim
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
