@@ -7,7 +7,7 @@ import json
 import pytest
 
 from deepmsi.config import MODEL_PRESETS as PRESETS
-from deepmsi.config import ModelConfig, TrainConfig, model_preset
+from deepmsi.config import ModelConfig, TrainConfig, model_preset, train_preset
 from deepmsi.errors import ConfigError
 
 
@@ -108,3 +108,22 @@ def test_config_is_frozen() -> None:
     cfg = model_preset("tiny")
     with pytest.raises(AttributeError):
         cfg.num_classes = 3  # type: ignore[misc]
+
+
+def test_balanced_training_is_an_explicit_switch_with_options_on_top() -> None:
+    import argparse
+
+    from deepmsi.cli.train import add_config_options, build_configs
+    from deepmsi.config import BALANCED_MODEL, BALANCED_TRAIN
+
+    p = argparse.ArgumentParser()
+    add_config_options(p)
+    plain_model, plain_train = build_configs(p.parse_args([]))
+    assert (plain_model, plain_train) == (model_preset("cpu"), train_preset("cpu"))
+    model, train = build_configs(p.parse_args(["--balanced", "--modality-dropout", "0.3"]))
+    assert model.modality_dropout == 0.3  # an option given on top wins
+    for key, value in {**BALANCED_MODEL, "modality_dropout": 0.3}.items():
+        assert getattr(model, key) == value
+    for key, value in BALANCED_TRAIN.items():
+        assert getattr(train, key) == value
+    assert ModelConfig.from_dict(model.to_dict()) == model

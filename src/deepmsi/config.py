@@ -314,6 +314,26 @@ def train_preset(name: str, **overrides: Any) -> TrainConfig:
     return TrainConfig().replace(**TRAIN_PRESETS[name]).replace(**overrides)
 
 
+# ---- balanced multimodal training ---------------------------------------------------------------
+# For a video backbone learning from scratch on little data (docs/balanced-training.md, measured
+# on the demo): the paper's dropouts, meant for a pretrained backbone, keep the visual branch at
+# the majority class, so they are off; each modality is hidden half the time so the fusion cannot
+# rest on text and audio alone; BatchNorm statistics are re-estimated with each epoch's weights;
+# the video branch learns at a quarter of the rate (it diverges at the heads' rate).
+BALANCED_MODEL: dict[str, Any] = {
+    "dropout": 0.0,
+    "drop_path": 0.0,
+    "projection_dropout": 0.0,
+    "modality_dropout": 0.5,
+}
+BALANCED_TRAIN: dict[str, Any] = {"precise_bn": True, "video_lr_scale": 0.25}
+
+
+def balanced(model: ModelConfig, train: TrainConfig) -> tuple[ModelConfig, TrainConfig]:
+    """``model`` and ``train`` with the balanced-training changes applied."""
+    return model.replace(**BALANCED_MODEL), train.replace(**BALANCED_TRAIN)
+
+
 # ---- checking ---------------------------------------------------------------------------------
 @cache
 def _hints(cls: type) -> dict[str, Any]:
