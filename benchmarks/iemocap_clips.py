@@ -80,7 +80,10 @@ def face_counts() -> tuple[int, int, int]:
     return sum(f > 0 for f in faces), sum(faces), frames
 
 
-def run_fold(store, modalities: str, test_speaker: str, epochs: int) -> FoldScore:
+def run_fold(
+    store, modalities: str, test_speaker: str, epochs: int, *, balanced: bool = False
+) -> FoldScore:
+    from deepmsi.config import balanced as balance
     from deepmsi.config import model_preset, train_preset
     from deepmsi.evaluation.protocols import inner_split
     from deepmsi.evaluation.scoring import score
@@ -94,11 +97,15 @@ def run_fold(store, modalities: str, test_speaker: str, epochs: int) -> FoldScor
     run_dir = WORK / "runs" / f"iemocap_clips_{modalities}_test{test_speaker}"
     if run_dir.exists():
         shutil.rmtree(run_dir)
+    model_cfg = model_preset("cpu", modalities=modalities)
+    train_cfg = train_preset("cpu", epochs=epochs, patience=0, threads=1)
+    if balanced:
+        model_cfg, train_cfg = balance(model_cfg, train_cfg)
     result = train(
         store,
         run_dir,
-        model_preset("cpu", modalities=modalities),
-        train_preset("cpu", epochs=epochs, patience=0, threads=1),
+        model_cfg,
+        train_cfg,
         train_ids=[rest[i].id for i in tr],
         dev_ids=[rest[i].id for i in dv],
         progress=False,
@@ -121,6 +128,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--subsets", nargs="+", choices=SUBSETS, default=list(SUBSETS))
     ap.add_argument("--workers", type=int, default=2, help="decoding processes for prepare")
+    ap.add_argument("--balanced", action="store_true", help="balanced training (--balanced)")
     ap.add_argument("--record", action="store_true", help="record rows in results.json")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -147,7 +155,9 @@ def main() -> None:
     scores: dict[str, list[FoldScore]] = {}
     for subset in args.subsets:
         t0 = time.time()
-        scores[subset] = [run_fold(store, subset, s, args.epochs) for s in speakers]
+        scores[subset] = [
+            run_fold(store, subset, s, args.epochs, balanced=args.balanced) for s in speakers
+        ]
         log.info("%s done in %.0f s", subset.upper(), time.time() - t0)
 
     load_train = os.getloadavg()[0]
@@ -200,6 +210,8 @@ def main() -> None:
         )
     )
     chance = ", ".join(f"{s} {100 * m:.0f}%" for s, m in majority.items())
+    tag = ".balanced" if args.balanced else ""  # the paper's training keeps the plain names
+    recipe = "balanced training, " if args.balanced else ""
     for subset, folds in scores.items():
         per = "; ".join(
             f"test {f.test_speaker}: acc {f.accuracy:.1f}, wF1 {f.weighted_f1:.1f}, "
@@ -207,7 +219,7 @@ def main() -> None:
             for f in folds
         )
         note = (
-            f"too small to claim accuracy; cpu preset cut to {args.epochs} epochs, epoch "
+            f"too small to claim accuracy; {recipe}cpu preset cut to {args.epochs} epochs, epoch "
             f"chosen on a 20% dev slice of the training speaker; majority class: {chance}. "
             f"{per}"
         )
@@ -215,7 +227,7 @@ def main() -> None:
             vals = [getattr(f, metric) for f in folds]
             rows.append(
                 Row(
-                    f"iemocap_clips.{subset}.{metric}",
+                    f"iemocap_clips.{subset}{tag}.{metric}",
                     dataset,
                     subset,
                     metric,
@@ -228,7 +240,7 @@ def main() -> None:
         spe = [f.seconds_per_epoch for f in folds]
         rows.append(
             Row(
-                f"iemocap_clips.{subset}.train_s_per_epoch",
+                f"iemocap_clips.{subset}{tag}.train_s_per_epoch",
                 dataset,
                 subset,
                 "s/epoch",

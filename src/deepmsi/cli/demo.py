@@ -15,13 +15,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("demo-out"), help="folder (default demo-out)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--paper-training",
+        action="store_true",
+        help="the paper's training instead of the balanced one (its video branch does not learn "
+        "from scratch on this corpus)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
     from deepmsi.demo.demo import run_demo
 
-    result = run_demo(args.out, seed=args.seed, progress=not args.no_progress)
+    result = run_demo(
+        args.out, seed=args.seed, balanced=not args.paper_training, progress=not args.no_progress
+    )
     print(f"\nT+A+V on the synthetic test split ({result.run_dir}):\n")
     print(result.report.table())
     print("\nModality ablation (test split, percent):\n")

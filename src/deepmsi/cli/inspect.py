@@ -7,6 +7,17 @@ import argparse
 import json
 
 
+def add_labels_option(p: argparse.ArgumentParser) -> None:
+    """``--labels SET``, shared by inspect and prepare."""
+    p.add_argument(
+        "--labels",
+        metavar="SET",
+        help="a built-in label set (meld7, iemocap6, ravdess8) the labels must belong to; "
+        "other labels are problems (default: the smallest built-in set holding every label, "
+        "else the labels seen)",
+    )
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "inspect",
@@ -24,13 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default="skip",
         help="skip (default): list every problem; raise: stop at the first",
     )
-    p.add_argument(
-        "--labels",
-        metavar="SET",
-        help="a built-in label set (meld7, iemocap6, ravdess8) the labels must belong to; "
-        "other labels are problems (default: the smallest built-in set holding every label, "
-        "else the labels seen)",
-    )
+    add_labels_option(p)
     p.add_argument(
         "--no-probe",
         dest="probe",

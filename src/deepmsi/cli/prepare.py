@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from deepmsi.cli.inspect import add_labels_option
 from deepmsi.errors import ConfigError
 
 
@@ -69,13 +70,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default="raise",
         help="stop at the first bad item (default) or list and skip it",
     )
-    p.add_argument(
-        "--labels",
-        metavar="SET",
-        help="a built-in label set (meld7, iemocap6, ravdess8) the labels must belong to; "
-        "other labels are problems (default: the smallest built-in set holding every label, "
-        "else the labels seen)",
-    )
+    add_labels_option(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
