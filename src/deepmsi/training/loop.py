@@ -371,19 +371,20 @@ def _loader(
 def _train_epoch(s: _Session, epoch: int) -> np.ndarray:
     """One optimisation pass; returns the mean (total, ce, contrastive, unimodal) training loss
     over all ranks' samples."""
-    from tqdm.auto import tqdm
+    from deepmsi.progress import progress
 
     s.sampler.set_epoch(epoch)
     torch.manual_seed(_epoch_seed(s.cfg.seed, epoch, s.info.rank))
     s.net.train()
     sums = np.zeros(4)
     n_seen = 0
-    bar = tqdm(
+    bar = progress(
         s.loader,
         desc=f"epoch {epoch}/{s.cfg.epochs}",
-        leave=False,
         unit="batch",
-        disable=not (s.progress and s.info.is_main),
+        enabled=s.progress and s.info.is_main,
+        transient=True,
+        lines=False,  # the loop logs one line per epoch
     )
     for batch in bar:
         out = s.net(**batch.model_inputs(s.device))
