@@ -46,6 +46,7 @@ from deepmsi.models.swin_v2_hf import adapt_config, load_hf_weights
 from deepmsi.nn.precise_bn import recompute_batchnorm
 from deepmsi.pretrained import PretrainedWeights, read_pretrained
 from deepmsi.runs import folder as runs
+from deepmsi.runs.card import current_command, refresh_card
 from deepmsi.runs.predict import predict_dataset
 from deepmsi.selection import BestOnDev
 from deepmsi.training.context import ContextResult, fit_context
@@ -188,6 +189,8 @@ def train(
             losses = _train_epoch(session, epoch)
             _end_epoch(session, state, epoch, losses, time.perf_counter() - t0)
         context = _context_stage(session, state) if cfg.context != "none" else None
+        if info.is_main:
+            refresh_card(session.run_dir, command=current_command("python: deepmsi.train(...)"))
         return _result(session.run_dir, state, context)
     finally:
         if info.initialised_here:
