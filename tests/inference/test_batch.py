@@ -108,7 +108,7 @@ def test_a_batch_killed_mid_write_loses_only_the_unfinished_file(predictor, tiny
     out.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
     counting = Counting(predictor)
     counting.predict_many(folder, out, progress=False)
-    assert sorted(counting.calls) == sorted({last, "broken.mp4"})
+    assert sorted(counting.calls) == sorted({Path(last).name, "broken.mp4"})
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 4 and sorted(r["file"] for r in rows) == sorted(
         json.loads(line)["file"] for line in lines
@@ -125,14 +125,20 @@ def test_csv_list_with_transcripts_windows_and_a_missing_file(predictor, tiny, t
         w.writerow([clips[0].name, "joy", tiny.texts[0]])
         w.writerow([clips[1].name, "joy", ""])
         w.writerow(["gone.mp4", "joy", "hello"])
+    with pytest.raises(ConfigError, match=f"{clips[0].name}: has a transcript"):
+        predictor.predict_many(listing, tmp_path / "w.csv", window=0.5, progress=False)
+    assert not (tmp_path / "w.csv").exists()  # refused before any work
+
     out = tmp_path / "out" / "p.csv"
-    result = predictor.predict_many(listing, out, window=0.5, progress=False)
+    result = predictor.predict_many(
+        [*clips, tmp_path / "gone.mp4"], out, window=0.5, progress=False
+    )
     assert (result.predicted, result.failed) == (2, 1)
     rows = _rows(out)
-    first = [r for r in rows if r["file"] == clips[0].name]
+    first = [r for r in rows if r["file"] == str(clips[0])]
     assert len(first) >= 2 and {r["segments"] for r in first} == {str(len(first))}
     assert [float(r["start"]) for r in first] == pytest.approx([0.5 * i for i in range(len(first))])
-    gone = [r for r in rows if r["file"] == "gone.mp4"]
+    gone = [r for r in rows if r["file"].endswith("gone.mp4")]
     assert len(gone) == 1 and "no such file" in gone[0]["error"]
 
     with_text = predictor.predict_many(listing, tmp_path / "t.csv", progress=False)

@@ -164,6 +164,12 @@ def predict_many(
     from deepmsi.progress import progress as progress_bar
 
     items = _items(inputs)
+    with_text = next((item for item in items if item.text), None)
+    if window is not None and with_text is not None:
+        raise ConfigError(
+            f"{with_text.file}: has a transcript, which belongs to the whole clip; "
+            "drop the window length or the transcript column"
+        )
     t0 = time.perf_counter()
     output = None if out is None else _Output(Path(out), predictor.labels, resume=resume)
     done = output.done if output is not None else set()
@@ -213,6 +219,8 @@ def _message(item: BatchItem, err: Exception) -> str:
         log.debug("unexpected error on %s", item.path, exc_info=err)
         first = (str(err).strip().splitlines() or [""])[0][:300]
         text = f"{item.path}: cannot predict ({type(err).__name__}: {first})"
+    if item.file not in text and str(item.path) not in text:
+        text = f"{item.file}: {text}"
     return " ".join(text.split())
 
 
@@ -296,8 +304,7 @@ class _Output:
         kept = [r for r in kept if r["file"] in self.done]
         path.parent.mkdir(parents=True, exist_ok=True)
         # Start from what is complete: the header and the finished inputs' rows, atomically.
-        header = self._encode([]) if self.csv else ""
-        atomic_write_text(path, header + self._encode(kept))
+        atomic_write_text(path, self._header() + self._encode(kept))
         if self.done:
             log.info("%s: %d inputs already done; predicting the rest", path, len(self.done))
 
@@ -308,13 +315,18 @@ class _Output:
             os.fsync(f.fileno())
 
     # ---- formats ------------------------------------------------------------------------------
+    def _header(self) -> str:
+        if not self.csv:
+            return ""
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow(self.columns)
+        return buf.getvalue()
+
     def _encode(self, rows: list[dict[str, Any]]) -> str:
         if not self.csv:
             return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        if not rows:
-            writer.writerow(self.columns)
         for r in rows:
             probs = r["probabilities"]
             writer.writerow(
