@@ -21,7 +21,6 @@ STAGES: list[tuple[str, ...]] = [
         "deepmsi",
         "deepmsi.errors",
         "deepmsi.atomic",
-        "deepmsi.progress",
         "deepmsi.modalities",
         "deepmsi.labels",
         "deepmsi.config",

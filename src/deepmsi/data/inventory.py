@@ -146,12 +146,10 @@ def _check_media(
             users[path].append(utt.id)
     if probe_media:
         from deepmsi.data.media import probe  # pulls in PyAV
-    from deepmsi.progress import progress as progress_bar
+    from tqdm import tqdm
 
     streams = {}
-    bar = progress_bar(
-        users.items(), desc="probing media", unit="file", enabled=progress and bool(users)
-    )
+    bar = tqdm(users.items(), desc="probing media", unit="file", disable=not progress or not users)
     for path, ids in bar:
         try:
             if probe_media:

@@ -728,10 +728,10 @@ def write_corpus(
     for folder in SPLIT_DIRS.values():
         (root / folder).mkdir(parents=True, exist_ok=True)
 
-    from deepmsi.progress import progress as progress_bar
+    from tqdm import tqdm
 
     jobs = [(u, render, str(root)) for u in utts]
-    bar = progress_bar(total=len(jobs), desc="synthetic clips", unit="clip", enabled=progress)
+    bar = tqdm(total=len(jobs), desc="synthetic clips", unit="clip", disable=not progress)
     written = 0
     if workers == 1:
         for job in jobs:

@@ -84,7 +84,7 @@ def train_head(
 
     Deterministic on CPU for a given ``seed``.
     """
-    from deepmsi.progress import progress as progress_bar
+    from tqdm.auto import tqdm
 
     if mode not in ("online", "offline"):
         raise ValueError(f"context mode must be online or offline, got {mode!r}")
@@ -107,9 +107,7 @@ def train_head(
     selection = BestOnDev(keep_weights=True)
     history = []
     epochs = range(1, recipe.epochs + 1)
-    bar = progress_bar(
-        epochs, desc=f"context ({mode})", unit="epoch", enabled=progress, transient=True
-    )
+    bar = tqdm(epochs, desc=f"context ({mode})", leave=False, unit="epoch", disable=not progress)
     for epoch in bar:
         order = rng.permutation(len(train[2]))
         loss = _head_epoch(
