@@ -21,6 +21,7 @@ STAGES: list[tuple[str, ...]] = [
         "deepmsi",
         "deepmsi.errors",
         "deepmsi.atomic",
+        "deepmsi.progress",
         "deepmsi.modalities",
         "deepmsi.labels",
         "deepmsi.config",

@@ -27,6 +27,17 @@ def test_health(client, predictor):
     assert body["status"] == "ok"
     assert body["labels"] == list(predictor.labels)
     assert body["max_upload_mb"] == 5
+    assert body["card"] == predictor.card.summary()
+
+
+def test_model_card_is_served(client, predictor):
+    r = client.get("/card")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["summary"] == predictor.card.summary()
+    assert body["card"]["labels"] == list(predictor.labels)
+    assert body["markdown"].startswith("# Model card: ")
+    assert 'id="card"' in client.get("/").text  # the page shows it
 
 
 def test_index_page_is_served(client):

@@ -36,6 +36,7 @@ from deepmsi.errors import DeepMSIError
 
 if TYPE_CHECKING:
     from deepmsi.inference.results import Prediction
+    from deepmsi.runs.card import ModelCard
 
 __all__ = ["create_app"]
 
@@ -86,6 +87,15 @@ def create_app(
     def index() -> str:
         return page
 
+    card = _card(predictor)
+
+    @app.get("/card")
+    def model_card() -> dict[str, Any]:
+        """The run's model card: its one-line summary, the facts and MODEL_CARD.md's text."""
+        if card is None:
+            raise HTTPException(404, "this predictor has no model card")
+        return {"summary": card.summary(), "card": card.to_dict(), "markdown": card.to_markdown()}
+
     @app.get("/health")
     def health() -> dict[str, Any]:
         from deepmsi import __version__
@@ -97,6 +107,7 @@ def create_app(
             "labels": list(predictor.labels),
             "modalities": list(predictor.modalities),
             "max_upload_mb": max_upload_mb,
+            "card": card.summary() if card is not None else None,
         }
 
     @app.post("/predict")
@@ -112,6 +123,15 @@ def create_app(
     app.add_exception_handler(ClientDisconnect, _client_left)
     app.add_middleware(_UploadLimit, max_bytes=max_bytes)
     return app
+
+
+def _card(predictor: _PredictorLike) -> ModelCard | None:
+    """The predictor's model card, read once at start-up (None for a stand-in predictor)."""
+    try:
+        return getattr(predictor, "card", None)
+    except DeepMSIError as err:  # a damaged run folder file: serve, without a card
+        log.warning("no model card: %s", err)
+        return None
 
 
 async def _client_left(request: Request, exc: Exception) -> Response:

@@ -30,6 +30,16 @@ def test_demo_runs_every_stage(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["utterances"] == result.report.utterances > 0
     assert isinstance(result.multimodal_wins, bool)
+    # every run folder of the demo has a model card; the T+A+V run's has the test scores
+    from deepmsi.demo.demo import SYNTHETIC_NOTE
+    from deepmsi.runs.card import read_card
+
+    for run_dir in [result.run_dir, *(out / "runs" / m for m in ABLATION)]:
+        card = read_card(run_dir)
+        assert card is not None and (run_dir / "MODEL_CARD.md").is_file(), run_dir
+        assert card.notes == [SYNTHETIC_NOTE] and card.test is not None
+        assert card.commands == ["python: deepmsi.train(...)"]
+    assert read_card(result.run_dir).test["weighted_f1"] == report["weighted_f1"]
 
     from deepmsi.inference.predictor import Predictor
 

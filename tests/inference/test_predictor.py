@@ -235,8 +235,9 @@ def test_cli_reports_bad_input_in_one_line(tiny, tmp_path, capsys):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00garbage" * 100)
     assert main(["predict", "--run", str(tiny.run_dir), str(junk)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "junk.mp4" in err[0]
+    lines = capsys.readouterr().err.strip().splitlines()
+    err = [line for line in lines if not line.startswith("model: ")]  # the model card's line
+    assert len(err) == 1 and "junk.mp4" in err[0] and len(lines) == 2
     ok = str(tiny.clips[0])
     assert main(["predict", "--run", str(tiny.run_dir), str(junk), ok, "--on-error", "skip"]) == 0
     captured = capsys.readouterr()

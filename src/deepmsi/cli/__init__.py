@@ -55,14 +55,18 @@ def build_parser(modules: dict[str, ModuleType] | None = None) -> argparse.Argum
 
 
 def main(argv: list[str] | None = None) -> int:
+    from deepmsi.runs.card import invoked_as
+
     modules = _available()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(modules).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        return int(modules[args.command].run(args) or 0)
+        with invoked_as(argv):
+            return int(modules[args.command].run(args) or 0)
     except DeepMSIError as err:
         print(f"deepmsi {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -48,5 +48,5 @@ def run(args: argparse.Namespace) -> int:
         trained, data, args.split, args.label_map, out=out, batch_size=args.batch_size
     )
     print(report.table())
-    print(f"wrote {out}/report.json and {out}/confusion.png")
+    print(f"wrote {out}/report.json and {out}/confusion.png; model card: {args.run}/MODEL_CARD.md")
     return 0

@@ -1,4 +1,9 @@
-"""``deepmsi predict --run RUN INPUT...``: emotions of clips, audio files or transcripts."""
+"""``deepmsi predict --run RUN INPUT...``: emotions of clips, audio files or transcripts.
+
+With ``--out FILE`` (.csv or .jsonl) it is a batch: INPUT may be a folder (every media file in
+it) or a CSV list, one row per segment goes to FILE as each input finishes, and a rerun skips
+the inputs already done (:mod:`deepmsi.inference.batch`).
+"""
 
 from __future__ import annotations
 
@@ -45,6 +50,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="skip the per-modality contribution passes (faster)",
     )
     p.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="batch: write one row per segment of every input to FILE (.csv or .jsonl) as it "
+        "finishes; INPUT may then be a folder (every media file in it) or a CSV list (a file "
+        "column, optional transcript). A rerun skips finished inputs and retries failed ones; "
+        "a bad input is an error row, never an abort",
+    )
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="with --out: start FILE over instead of resuming it",
+    )
+    p.add_argument(
+        "--no-progress", action="store_true", help="with --out: no progress bar or lines"
+    )
+    p.add_argument(
         "--on-error",
         choices=("raise", "skip"),
         default="raise",
@@ -57,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
     from deepmsi.inference.predictor import Predictor
     from deepmsi.inference.results import format_csv, format_json, format_table
 
+    if args.out is not None:
+        return _batch(args)
+    _no_lists(args.inputs)
     inputs: list[Path | None] = list(args.inputs) or [None]
     if inputs == [None] and not args.text:
         raise ConfigError("give an INPUT file, --text, or both")
@@ -66,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     predictor = Predictor.from_run(
         args.run_dir, checkpoint=checkpoint, contributions=not args.no_contributions
     )
+    _print_card(predictor)
     predictions, failed = [], 0
     for item in inputs:
         try:
@@ -90,6 +116,66 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print(f"deepmsi predict: {failed} of {len(inputs)} inputs skipped", file=sys.stderr)
     return 0 if predictions else 2
+
+
+def _no_lists(inputs: list[Path]) -> None:
+    from deepmsi.errors import ConfigError
+
+    for p in inputs:
+        if p.is_dir() or p.suffix.lower() == ".csv":
+            raise ConfigError(
+                f"{p}: a folder or a CSV list is a batch: add --out FILE (.csv or .jsonl)"
+            )
+
+
+def _print_card(predictor) -> None:
+    """The model card's one-line summary, on stderr: stdout carries only the predictions."""
+    print(f"model: {predictor.card.summary()}", file=sys.stderr)
+
+
+MAX_ERRORS_SHOWN = 10
+
+
+def _batch(args: argparse.Namespace) -> int:
+    """``--out FILE``: every input (a folder, a CSV list or media files) to FILE."""
+    from deepmsi.errors import ConfigError
+    from deepmsi.inference.batch import list_inputs
+    from deepmsi.inference.predictor import Predictor
+
+    clash = [
+        f
+        for f, on in (
+            ("--text", args.text),
+            ("--subtitles", args.subtitles),
+            ("--plot", args.plot),
+            ("--json", args.json),
+            ("--csv", args.csv),
+        )
+        if on
+    ]
+    if clash:
+        raise ConfigError(
+            f"{clash[0]} does not go with --out (a CSV list gives transcripts; FILE's suffix "
+            "gives the format)"
+        )
+    if not args.inputs:
+        raise ConfigError("--out needs INPUT: a folder, a CSV list or media files")
+    items = list_inputs(args.inputs)  # a bad folder or list fails before the model loads
+    checkpoint = int(args.checkpoint) if args.checkpoint.isdigit() else args.checkpoint
+    predictor = Predictor.from_run(
+        args.run_dir, checkpoint=checkpoint, contributions=not args.no_contributions
+    )
+    _print_card(predictor)
+    result = predictor.predict_many(
+        items, args.out, window=args.window, resume=not args.restart, progress=not args.no_progress
+    )
+    for problem in result.errors[:MAX_ERRORS_SHOWN]:
+        print(f"deepmsi predict: failed: {problem.error}", file=sys.stderr)
+    if result.failed > MAX_ERRORS_SHOWN:
+        more = result.failed - MAX_ERRORS_SHOWN
+        print(f"deepmsi predict: ... and {more} more (error rows in {args.out})", file=sys.stderr)
+    print(result.summary())
+    return 2 if result.failed and not (result.predicted or result.done_before) else 0
 
 
 def _plot(pred, path: Path, item: Path | None, *, several: bool) -> None:

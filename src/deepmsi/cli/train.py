@@ -200,4 +200,5 @@ def run(args: argparse.Namespace) -> int:
             )
         run = trained.run_dir
         print(f"run folder: {run}  (score it: deepmsi evaluate --run {run})")
+        print(f"model card: {run}/MODEL_CARD.md")
     return 0

@@ -146,10 +146,12 @@ def _check_media(
             users[path].append(utt.id)
     if probe_media:
         from deepmsi.data.media import probe  # pulls in PyAV
-    from tqdm import tqdm
+    from deepmsi.progress import progress as progress_bar
 
     streams = {}
-    bar = tqdm(users.items(), desc="probing media", unit="file", disable=not progress or not users)
+    bar = progress_bar(
+        users.items(), desc="probing media", unit="file", enabled=progress and bool(users)
+    )
     for path, ids in bar:
         try:
             if probe_media:

@@ -34,6 +34,10 @@ PAPER_EPOCHS = 12
 SINGLES = ("t", "a", "v")
 # T+A shows what the video branch adds on top of text and audio.
 ABLATION = (*SINGLES, "ta")
+SYNTHETIC_NOTE = (
+    "trained and scored on the demo's synthetic corpus (drawn faces, voiced tones, template "
+    "sentences): its scores say nothing about real recordings"
+)
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,7 @@ def _run_demo(
     from deepmsi.evaluation.ablation import Variant, ablate
     from deepmsi.evaluation.scoring import evaluate
     from deepmsi.features.preparation import PrepareOptions, prepare
+    from deepmsi.runs.card import refresh_card
     from deepmsi.training.loop import train
 
     out.mkdir(parents=True, exist_ok=True)
@@ -153,6 +158,7 @@ def _run_demo(
         "train",
         lambda: train(store, run_dir, model_cfg, train_cfg, resume=True, progress=progress),
     )
+    refresh_card(run_dir, notes=[SYNTHETIC_NOTE])
     report = _timed(
         seconds,
         "evaluate",
@@ -172,5 +178,7 @@ def _run_demo(
             progress=progress,
         ),
     )
+    for variant in variants[:-1]:  # the ablation's own runs; T+A+V is run_dir
+        refresh_card(out / "runs" / variant.name, notes=[SYNTHETIC_NOTE])
     seconds["total"] = sum(seconds.values())
     return DemoResult(out, run_dir, report, ablation, seconds)

@@ -728,10 +728,10 @@ def write_corpus(
     for folder in SPLIT_DIRS.values():
         (root / folder).mkdir(parents=True, exist_ok=True)
 
-    from tqdm import tqdm
+    from deepmsi.progress import progress as progress_bar
 
     jobs = [(u, render, str(root)) for u in utts]
-    bar = tqdm(total=len(jobs), desc="synthetic clips", unit="clip", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc="synthetic clips", unit="clip", enabled=progress)
     written = 0
     if workers == 1:
         for job in jobs:

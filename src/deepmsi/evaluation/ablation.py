@@ -137,6 +137,7 @@ def ablate(
     run folder trained with the same configs (it is scored, not retrained).
     """
     from deepmsi.evaluation.scoring import score
+    from deepmsi.runs.card import OWN, evaluation_entry, refresh_card
     from deepmsi.runs.folder import load_run, read_metrics
     from deepmsi.training.loop import train
 
@@ -156,6 +157,8 @@ def ablate(
             train(store, run_dir, mc, tc, resume=resume, progress=progress)
         run = load_run(run_dir)
         report = score(run, store, test, split="test")
+        entry = evaluation_entry(report.to_dict(), data=OWN, epoch=run.epoch)
+        refresh_card(run_dir, evaluation=entry)
         history = read_metrics(run_dir)
         spe = sum(h["seconds"] for h in history) / len(history) if history else 0.0
         rows.append(

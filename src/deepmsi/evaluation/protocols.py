@@ -24,6 +24,7 @@ from deepmsi.data.dataset import FeatureStore
 from deepmsi.errors import ConfigError
 from deepmsi.evaluation.report import Report
 from deepmsi.evaluation.scoring import score
+from deepmsi.runs.card import OWN, evaluation_entry, refresh_card
 from deepmsi.training.loop import TrainResult, train
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ def _fit_and_score(
     by_id = {r.id: r for r in store.records()}
     report = score(run, store, [by_id[i] for i in test_ids], split=split_name)
     report.save(run_dir / "eval")
+    refresh_card(run_dir, evaluation=evaluation_entry(report.to_dict(), data=OWN, epoch=run.epoch))
     splits = json.loads((run_dir / "splits.json").read_text())
     return FoldResult(
         fold, run_dir, result.best_epoch, report, splits["train"], splits["dev"], list(test_ids)

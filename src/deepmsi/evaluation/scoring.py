@@ -18,6 +18,7 @@ from deepmsi.errors import ConfigError, DataError
 from deepmsi.evaluation.labelmap import map_labels, read_label_map
 from deepmsi.evaluation.report import Report
 from deepmsi.metrics import compute_metrics
+from deepmsi.runs.card import OWN, current_command, evaluation_entry, refresh_card
 from deepmsi.runs.folder import Run, load_run
 from deepmsi.runs.predict import context_probabilities, predict_dataset
 
@@ -184,7 +185,20 @@ def evaluate(
             tmp.cleanup()
     if out is not None:
         report.save(out)
+    entry = evaluation_entry(report.to_dict(), data=_data_name(run, data, cache), epoch=run.epoch)
+    refresh_card(
+        run.path, evaluation=entry, command=current_command("python: deepmsi.evaluate(...)")
+    )
     return report
+
+
+def _data_name(run: Run, data, cache) -> str:
+    """How the model card names what was scored: ``OWN`` for the run's own cache."""
+    if run.cache_path and Path(cache.path).resolve() == Path(run.cache_path).resolve():
+        return OWN
+    if isinstance(data, Dataset):
+        return f"dataset {data.name}"
+    return str(data if isinstance(data, str) else cache.path)
 
 
 def _looks_like_spec(text: str) -> bool:

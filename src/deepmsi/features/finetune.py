@@ -325,12 +325,12 @@ def _tokenize(tokenizer, pairs: list[tuple[str, str]], max_len: int) -> dict[str
 
 def _lower_states(model, enc: dict, progress: bool, batch_size: int = EVAL_BATCH) -> list:
     """Per example (hidden [L_i, D] fp16, target mask [L_i] bool) from the frozen layers."""
-    from tqdm import tqdm
+    from deepmsi.progress import progress as progress_bar
 
     states: list = [None] * len(enc["lengths"])
     order = np.argsort(enc["lengths"], kind="stable")
     starts = range(0, len(order), batch_size)
-    for i in tqdm(starts, desc="frozen layers", disable=not progress, mininterval=5):
+    for i in progress_bar(starts, desc="frozen layers", unit="batch", enabled=progress):
         rows = order[i : i + batch_size]
         n = int(enc["lengths"][rows].max())
         feed = {}
@@ -501,17 +501,16 @@ def _finetune(dataset, ex: _Examples, out_dir, options, *, states_cache, predict
 
 def _fit_epoch(model, opt, sched, *, states: list, ex: _Examples, batches, options, epoch) -> float:
     """One pass over the training batches; the mean loss per batch."""
-    from tqdm import tqdm
+    from deepmsi.progress import progress
 
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     total = 0.0
-    bar = tqdm(
+    bar = progress(
         batches,
         desc=f"fine-tune epoch {epoch}/{options.epochs}",
         unit="batch",
-        disable=not options.progress,
-        mininterval=5,
+        enabled=options.progress,
     )
     for i, b in enumerate(bar):
         rows = ex.train[b]

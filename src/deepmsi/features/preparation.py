@@ -410,7 +410,7 @@ def _run(todo, out, options, encoders: tuple, outcome: tuple, *, dialogue=None) 
     """``encoders`` = (text, audio); ``outcome`` = (problems, failed ids), filled in."""
     text_enc, audio_enc = encoders
     problems, failed = outcome
-    from tqdm import tqdm
+    from deepmsi.progress import progress
 
     jobs = [
         _Job(
@@ -424,7 +424,7 @@ def _run(todo, out, options, encoders: tuple, outcome: tuple, *, dialogue=None) 
         )
         for u in todo
     ]
-    bar = tqdm(total=len(todo), unit="utt", desc="prepare", disable=not options.progress)
+    bar = progress(total=len(todo), unit="utt", desc="prepare", enabled=options.progress)
     results = _decoded(jobs, options.num_workers)
     try:
         for lo in range(0, len(todo), CHUNK):

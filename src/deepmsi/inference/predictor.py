@@ -42,6 +42,9 @@ from deepmsi.runs.predict import Dialogue, predict_dialogues
 if TYPE_CHECKING:
     import torch
 
+    from deepmsi.inference.batch import BatchItem, BatchResult
+    from deepmsi.runs.card import ModelCard
+
 __all__ = ["Prediction", "Predictor", "Segment"]
 
 log = logging.getLogger(__name__)
@@ -164,6 +167,31 @@ class Predictor:
             )
         source = Path(media).name if media is not None else "text"
         return Prediction(source, self.labels, segments)
+
+    def predict_many(
+        self,
+        inputs: str | Path | Sequence[str | Path] | Sequence[BatchItem],
+        out: str | Path | None = None,
+        *,
+        window: float | None = None,
+        resume: bool = True,
+        progress: bool = True,
+    ) -> BatchResult:
+        """Classify every media file of a folder, or every file a CSV lists (``file`` and an
+        optional ``transcript`` column), writing one row per segment to ``out`` (.csv or .jsonl)
+        as each file finishes. A file that fails gives an error row, never an exception; a
+        rerun skips the files already done and retries those that failed
+        (:mod:`deepmsi.inference.batch`)."""
+        from deepmsi.inference.batch import predict_many
+
+        return predict_many(self, inputs, out, window=window, resume=resume, progress=progress)
+
+    @property
+    def card(self) -> ModelCard:
+        """The run's model card (rebuilt from the run folder when it has none saved)."""
+        from deepmsi.runs.card import build_card, read_card
+
+        return read_card(self.run.path) or build_card(self.run.path)
 
     # ---- segments ---------------------------------------------------------------------------
     def _spans(

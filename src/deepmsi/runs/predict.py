@@ -50,7 +50,7 @@ def predict_dataset(
     """Class probabilities (and with ``joint`` the classifier's input vectors) for every item;
     under DDP each rank scores a strided shard and the shards are gathered, so every rank
     returns the predictions of the whole dataset."""
-    from tqdm.auto import tqdm
+    from deepmsi.progress import progress as progress_bar
 
     info = info or DistInfo()
     device = torch.device(device)
@@ -64,7 +64,8 @@ def predict_dataset(
     was_training = model.training
     model.eval()
     index, probs, vectors = [], [], []
-    for batch in tqdm(loader, desc="eval", leave=False, disable=not progress, unit="batch"):
+    bar = progress_bar(loader, desc="eval", unit="batch", enabled=progress, transient=True)
+    for batch in bar:
         out = model(**batch.model_inputs(device))
         probs.append(torch.softmax(out.logits.float(), dim=-1).cpu().numpy())
         if joint:

@@ -84,7 +84,7 @@ def train_head(
 
     Deterministic on CPU for a given ``seed``.
     """
-    from tqdm.auto import tqdm
+    from deepmsi.progress import progress as progress_bar
 
     if mode not in ("online", "offline"):
         raise ValueError(f"context mode must be online or offline, got {mode!r}")
@@ -107,7 +107,9 @@ def train_head(
     selection = BestOnDev(keep_weights=True)
     history = []
     epochs = range(1, recipe.epochs + 1)
-    bar = tqdm(epochs, desc=f"context ({mode})", leave=False, unit="epoch", disable=not progress)
+    bar = progress_bar(
+        epochs, desc=f"context ({mode})", unit="epoch", enabled=progress, transient=True
+    )
     for epoch in bar:
         order = rng.permutation(len(train[2]))
         loss = _head_epoch(

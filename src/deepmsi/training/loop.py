@@ -46,6 +46,7 @@ from deepmsi.models.swin_v2_hf import adapt_config, load_hf_weights
 from deepmsi.nn.precise_bn import recompute_batchnorm
 from deepmsi.pretrained import PretrainedWeights, read_pretrained
 from deepmsi.runs import folder as runs
+from deepmsi.runs.card import current_command, refresh_card
 from deepmsi.runs.predict import predict_dataset
 from deepmsi.selection import BestOnDev
 from deepmsi.training.context import ContextResult, fit_context
@@ -188,6 +189,8 @@ def train(
             losses = _train_epoch(session, epoch)
             _end_epoch(session, state, epoch, losses, time.perf_counter() - t0)
         context = _context_stage(session, state) if cfg.context != "none" else None
+        if info.is_main:
+            refresh_card(session.run_dir, command=current_command("python: deepmsi.train(...)"))
         return _result(session.run_dir, state, context)
     finally:
         if info.initialised_here:
@@ -371,19 +374,20 @@ def _loader(
 def _train_epoch(s: _Session, epoch: int) -> np.ndarray:
     """One optimisation pass; returns the mean (total, ce, contrastive, unimodal) training loss
     over all ranks' samples."""
-    from tqdm.auto import tqdm
+    from deepmsi.progress import progress
 
     s.sampler.set_epoch(epoch)
     torch.manual_seed(_epoch_seed(s.cfg.seed, epoch, s.info.rank))
     s.net.train()
     sums = np.zeros(4)
     n_seen = 0
-    bar = tqdm(
+    bar = progress(
         s.loader,
         desc=f"epoch {epoch}/{s.cfg.epochs}",
-        leave=False,
         unit="batch",
-        disable=not (s.progress and s.info.is_main),
+        enabled=s.progress and s.info.is_main,
+        transient=True,
+        lines=False,  # the loop logs one line per epoch
     )
     for batch in bar:
         out = s.net(**batch.model_inputs(s.device))
