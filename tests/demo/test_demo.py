@@ -38,7 +38,7 @@ def test_demo_runs_every_stage(tmp_path):
         card = read_card(run_dir)
         assert card is not None and (run_dir / "MODEL_CARD.md").is_file(), run_dir
         assert card.notes == [SYNTHETIC_NOTE] and card.test is not None
-        assert card.commands == ["python: deepmsi.train(...)"]
+        assert card.commands[0] == "python: deepmsi.train(...)"
     assert read_card(result.run_dir).test["weighted_f1"] == report["weighted_f1"]
 
     from deepmsi.inference.predictor import Predictor
