@@ -127,7 +127,9 @@ class SphinxRecognizer:
         try:
             from pocketsphinx import Decoder
         except ImportError:
-            raise ConfigError(f"--asr pocketsphinx needs the pocketsphinx package: {HOW_TO_GET}")
+            raise ConfigError(
+                f"--asr pocketsphinx needs the pocketsphinx package: {HOW_TO_GET}"
+            ) from None
         return Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
 
     @property
