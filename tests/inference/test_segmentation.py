@@ -85,7 +85,8 @@ def test_long_speech_is_cut_below_the_limit():
     wave, _ = _layout([("speech", 2.0), ("silence", 0.2)] * 32)  # 70 s, pauses too short to cut
     found = speech_regions(wave, detector="energy")
     assert len(found) >= 3 and all(b - a <= MAX_UTTERANCE_S for a, b in found)
-    assert found[0][0] == pytest.approx(0.0, abs=0.2) and found[-1][1] == pytest.approx(70.3, abs=0.2)
+    assert found[0][0] == pytest.approx(0.0, abs=0.2)
+    assert found[-1][1] == pytest.approx(70.3, abs=0.2)
 
 
 def test_phrases_cut_a_region_between_them():
@@ -200,3 +201,25 @@ def test_cli_predict_real_video_with_asr(shared_data, tiny, tmp_path, whisper_di
             a - TOLERANCE_S <= seg["start"] < seg["end"] <= b + TOLERANCE_S for a, b, _ in cues
         )
     assert {i for i, (a, b, _) in enumerate(cues) for s in out["segments"] if a <= s["start"] < b}
+
+
+def test_serve_transcribes_uploads_without_a_transcript(predictor, tiny, whisper_dir):
+    from fastapi.testclient import TestClient
+
+    from deepmsi.serve import create_app
+
+    heard = Predictor(predictor.run, asr=str(whisper_dir))
+    clip = tiny.clips[0]
+    with TestClient(create_app(predictor=heard)) as client:
+        assert client.get("/health").json()["asr"] == str(whisper_dir)
+        r = client.post("/predict", files={"file": (clip.name, clip.read_bytes(), "video/mp4")})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["transcript_source"] == "asr" and body["asr"] == str(whisper_dir)
+        assert body["segments"][0]["text_source"] == "asr"
+        given = client.post(
+            "/predict",
+            files={"file": (clip.name, clip.read_bytes(), "video/mp4")},
+            data={"transcript": "a human wrote this"},
+        ).json()
+        assert given["transcript_source"] == "given" and given["asr"] is None
