@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000  # what every recogniser here reads
 SPHINX = "pocketsphinx"
 CHUNK_S = 30.0  # Whisper's input window; longer speech is transcribed window by window
+# Active HMMs per frame: the default (30000) costs about 3x the compute for no better WER on the
+# IEMOCAP clips (8-clip check: 73% vs 72%, real-time factor 2.9 vs 0.55 on a loaded core);
+# narrower beams are faster still but lose words (beam 1e-30: 88%).
+SPHINX_MAX_HMMS = 10000
 PHRASE_PAUSE_S = 0.5  # PocketSphinx words further apart than this start a new phrase
 HOW_TO_GET = (
     "install the offline recogniser (`pip install 'deepmsi[asr]'`, then --asr pocketsphinx) or "
@@ -130,7 +134,7 @@ class SphinxRecognizer:
             raise ConfigError(
                 f"--asr pocketsphinx needs the pocketsphinx package: {HOW_TO_GET}"
             ) from None
-        return Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
+        return Decoder(samprate=SAMPLE_RATE, loglevel="FATAL", maxhmmpf=SPHINX_MAX_HMMS)
 
     @property
     def version(self) -> str:
