@@ -139,9 +139,9 @@ class SphinxRecognizer:
     @property
     def version(self) -> str:
         try:
-            return f"pocketsphinx-{version('pocketsphinx')}-en-us"
+            return f"pocketsphinx-{version('pocketsphinx')}-en-us-hmm{SPHINX_MAX_HMMS}"
         except PackageNotFoundError:
-            return "pocketsphinx-en-us"
+            return f"pocketsphinx-en-us-hmm{SPHINX_MAX_HMMS}"
 
     def transcribe(self, wave: np.ndarray) -> Transcript:
         """Words with their times, grouped into phrases at pauses over ``PHRASE_PAUSE_S``."""
