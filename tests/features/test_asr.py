@@ -125,3 +125,12 @@ def test_prepare_transcribes_items_without_text(tmp_path, whisper_dir, tiny):
     assert next(r for r in records if r.text == "a human said this")
     again = prepare(load_dataset(f"folder:{folder}"), tmp_path / "cache", options)
     assert again.cached == 3 and again.prepared == 0
+
+
+def test_an_uncached_hub_id_offline_is_one_line(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ConfigError, match="HF_HUB_OFFLINE") as err:
+        load_recognizer("someone/no-such-whisper")
+    assert "someone/no-such-whisper" in str(err.value) and "\n" not in str(err.value)

@@ -223,3 +223,12 @@ def test_serve_transcribes_uploads_without_a_transcript(predictor, tiny, whisper
             data={"transcript": "a human wrote this"},
         ).json()
         assert given["transcript_source"] == "given" and given["asr"] is None
+
+
+def test_asking_for_silero_without_it_is_one_line(monkeypatch):
+    from deepmsi.inference import segmentation
+
+    monkeypatch.setattr(segmentation, "_silero", lambda: None)
+    with pytest.raises(ConfigError, match="silero-vad"):
+        speech_regions(np.zeros(SAMPLE_RATE, np.float32), detector="silero")
+    assert segmentation.detector_name("auto") == "energy"

@@ -187,10 +187,11 @@ class WhisperRecognizer:
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
+        folder = _model_folder(self.name)
         try:
-            processor = AutoProcessor.from_pretrained(self.name, trust_remote_code=False)
+            processor = AutoProcessor.from_pretrained(folder, trust_remote_code=False)
             model = WhisperForConditionalGeneration.from_pretrained(
-                self.name, trust_remote_code=False
+                folder, trust_remote_code=False, use_safetensors=True
             )
         except (OSError, ValueError, TypeError, KeyError) as err:
             text = str(err).strip()
@@ -260,6 +261,52 @@ class WhisperRecognizer:
         if not out and text:
             out = [TimedText(0.0, round(duration, 3), text)]
         return out
+
+
+_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_HUB_FILES = ["*.json", "*.txt", "*.safetensors", "*.model", "*.tiktoken"]  # never pickles
+
+
+def _model_folder(source: str) -> str:
+    """A local folder holding ``source``: the folder itself, or a Hub id's files from the local
+    cache, else downloaded (safetensors and configs only). An unreachable Hub is one line, after
+    one file's retries rather than one per file."""
+    from pathlib import Path
+
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return str(path)
+    if path.exists() or not _REPO_ID.match(source):
+        raise ConfigError(
+            f"cannot load speech recogniser {source!r}: no such folder, and not a Hugging Face "
+            f"model id; {HOW_TO_GET}"
+        )
+    from huggingface_hub import constants, hf_hub_download, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    quiet = logging.getLogger("huggingface_hub")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its retry warnings would flood the terminal
+    try:
+        try:
+            return snapshot_download(source, allow_patterns=_HUB_FILES, local_files_only=True)
+        except (LocalEntryNotFoundError, OSError, ValueError):
+            if constants.is_offline_mode():
+                raise ConfigError(
+                    f"cannot load speech recogniser {source!r}: not in the local Hugging Face "
+                    f"cache and HF_HUB_OFFLINE is set; {HOW_TO_GET}"
+                ) from None
+        try:
+            hf_hub_download(source, "config.json")  # one file first: fails fast when offline
+            return snapshot_download(source, allow_patterns=_HUB_FILES)
+        except LocalEntryNotFoundError:
+            problem = "the Hugging Face Hub is unreachable from here and it is not cached"
+        except (OSError, ValueError) as err:  # the Hub's other errors derive from these
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            problem = f"cannot download it ({first[:160]})"
+        raise ConfigError(f"cannot load speech recogniser {source!r}: {problem}; {HOW_TO_GET}")
+    finally:
+        quiet.setLevel(level)
 
 
 # ---- datasets ---------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from functools import cache
 
 import numpy as np
 
+from deepmsi.errors import ConfigError
 from deepmsi.features.asr import TimedText
 
 __all__ = ["SpeechSegment", "detector_name", "speech_regions", "split_region"]
@@ -53,7 +54,12 @@ class SpeechSegment:
 def detector_name(detector: str = "auto") -> str:
     """The detector ``speech_regions`` uses: ``silero`` where the package is installed."""
     if detector not in DETECTORS:
-        raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")
+        raise ConfigError(f"the speech detector must be one of {DETECTORS}, got {detector!r}")
+    if detector == "silero" and _silero() is None:
+        raise ConfigError(
+            "the silero speech detector needs the silero-vad package "
+            "(pip install 'deepmsi[asr]'); --vad energy needs nothing"
+        )
     if detector != "auto":
         return detector
     return "silero" if _silero() is not None else "energy"
@@ -128,12 +134,9 @@ def _silero_regions(wave: np.ndarray) -> list[tuple[float, float]]:
     import torch
     from silero_vad import get_speech_timestamps
 
-    model = _silero()
-    if model is None:
-        raise RuntimeError("silero-vad is not installed")
     found = get_speech_timestamps(
         torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)),
-        model,
+        _silero(),
         sampling_rate=SAMPLE_RATE,
         threshold=SILERO_THRESHOLD,
         min_speech_duration_ms=int(MIN_SPEECH_S * 1000),
