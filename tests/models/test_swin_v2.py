@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from helpers_model import naive_shift_mask
 
 from deepmsi.config import model_preset
+from deepmsi.models import swin_v2
 from deepmsi.models.swin_v2 import PatchMerging, SwinV2, SwinV2Block, WindowAttention
 from deepmsi.models.vsc import VisualSequenceCompression
 
@@ -205,3 +206,20 @@ def test_vsc_block_shrinks_the_grid() -> None:
     block = SwinV2Block(dim=8, num_heads=2, grid=6, window=3, shifted=False, keep_grid=4).eval()
     out = block(torch.randn(2, 36, 8), torch.randn(2, 8))
     assert out.shape == (2, 16, 8)
+
+
+@pytest.mark.parametrize("vsc", [False, True])
+def test_inference_in_chunks_equals_one_batch(vsc: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    cfg = model_preset("tiny")
+    model = SwinV2(cfg, vsc=vsc).eval()
+    images = torch.randn(7, 3, cfg.image_size, cfg.image_size)
+    guidance = torch.randn(7, model.guidance_dim)
+    with torch.no_grad():
+        whole = model._forward(images, guidance)
+        tokens = model.stage_tokens()[0][0]
+        monkeypatch.setattr(swin_v2, "INFERENCE_CHUNK_TOKENS", 3 * tokens)  # chunks of 3, 3, 1
+        chunked = model(images, guidance)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5)  # GEMM rounding only
+    with torch.enable_grad():  # training takes the whole batch: nothing to change for autograd
+        assert model(images, guidance).requires_grad
