@@ -119,6 +119,10 @@ class Predictor:
 
             self._cropper = FaceCropper(self.image_size)
         self.last_timings: dict[str, float] = {}
+        from deepmsi.inference.segmentation import DETECTORS
+
+        if vad not in DETECTORS:
+            raise ConfigError(f"vad must be one of {', '.join(DETECTORS)}, got {vad!r}")
         self.asr = load_recognizer(asr) if isinstance(asr, str) else asr
         self.vad = vad
         self.trained_on = transcript_source(manifest)
