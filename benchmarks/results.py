@@ -45,6 +45,8 @@ SECTIONS = {  # name prefix -> heading; rows of other prefixes get the prefix as
     "faults": "Faults: SIGKILLs, damaged run folders, a full disk (faults.py)",
     "bad_inputs": "Bad inputs at scale (bad_inputs.py)",
     "serve_abuse": "The web service under abuse (serve_abuse.py)",
+    "asr_wer": "Speech recognition on the 129 IEMOCAP clips (asr_wer.py)",
+    "speech_segments": "Cutting a 3-minute video of real clips on speech (speech_segments.py)",
 }
 
 

@@ -138,7 +138,7 @@ def test_default_host_is_loopback_and_connections_are_bounded(monkeypatch):
     args = build_parser().parse_args(["serve", "--run", "some/run"])
     assert args.host == "127.0.0.1" and args.max_connections == 32
     seen = {}
-    monkeypatch.setattr(deepmsi.serve, "create_app", lambda run_dir, max_upload_mb: "app")
+    monkeypatch.setattr(deepmsi.serve, "create_app", lambda run_dir, max_upload_mb, **_: "app")
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: seen.update(kwargs, app=app))
     assert serve_cli.run(args) == 0
     assert seen["host"] == "127.0.0.1" and seen["limit_concurrency"] == 32 and seen["app"] == "app"

@@ -64,8 +64,12 @@ def create_app(
     max_upload_mb: float = 200,
     *,
     predictor: _PredictorLike | None = None,
+    asr: str | None = None,
+    vad: str = "auto",
 ) -> FastAPI:
-    """A FastAPI app serving the run in ``run_dir`` (models loaded once, here).
+    """A FastAPI app serving the run in ``run_dir`` (models loaded once, here). ``asr`` (a
+    speech recogniser's SOURCE) transcribes uploads sent without a transcript; ``vad`` picks the
+    speech detector that cuts long uploads.
 
     ``predictor`` replaces loading from ``run_dir`` (tests, or a predictor already in memory).
     Predictions run one at a time in a worker thread, so concurrent clients queue instead of
@@ -76,7 +80,7 @@ def create_app(
             raise ValueError("create_app needs run_dir or predictor")
         from deepmsi.inference.predictor import Predictor
 
-        predictor = Predictor.from_run(run_dir)
+        predictor = Predictor.from_run(run_dir, asr=asr, vad=vad)
     max_bytes = int(max_upload_mb * 1024 * 1024)
     lock = threading.Lock()
     page = resources.files("deepmsi").joinpath("web/index.html").read_text(encoding="utf-8")
@@ -108,6 +112,7 @@ def create_app(
             "modalities": list(predictor.modalities),
             "max_upload_mb": max_upload_mb,
             "card": card.summary() if card is not None else None,
+            "asr": getattr(getattr(predictor, "asr", None), "name", None),
         }
 
     @app.post("/predict")

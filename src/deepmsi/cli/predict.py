@@ -18,7 +18,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="predict the emotion of clips, audio files or transcripts",
         description="Predict emotions with a trained run. INPUT is a clip or audio file (any "
         "container PyAV reads) or a .txt transcript; with --subtitles a long video is cut at "
-        "each cue.",
+        "each cue, without them where speech starts and stops. --asr writes a missing "
+        "transcript.",
     )
     p.add_argument("--run", dest="run_dir", required=True, type=Path, help="trained run folder")
     p.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help="clip, audio or .txt")
@@ -33,6 +34,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     cut.add_argument(
         "--window", type=float, metavar="SECONDS", help="cut the input into windows of this length"
     )
+    cut.add_argument(
+        "--speech",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="cut the input where speech starts and stops (the default for inputs over 30 s "
+        "without subtitles or a window); --no-speech classifies a long input whole",
+    )
+    add_asr_options(p)
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON (a list, one per input)")
     fmt.add_argument("--csv", action="store_true", help="print CSV, one row per segment")
@@ -74,6 +83,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
 
 
+def add_asr_options(p: argparse.ArgumentParser) -> None:
+    """--asr and --vad, shared by predict and serve."""
+    p.add_argument(
+        "--asr",
+        metavar="SOURCE",
+        help="transcribe inputs given without a transcript: 'pocketsphinx' (offline, "
+        "pip install 'deepmsi[asr]') or a Whisper model's Hugging Face id or local folder "
+        "(e.g. openai/whisper-small); the transcript is marked machine-made",
+    )
+    p.add_argument(
+        "--vad",
+        choices=("auto", "silero", "energy"),
+        default="auto",
+        help="speech detector for cutting on speech (auto: silero where installed, else energy)",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from deepmsi.errors import ConfigError, DeepMSIError
     from deepmsi.inference.predictor import Predictor
@@ -89,14 +115,22 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--text and --subtitles describe a single input; give one INPUT")
     checkpoint = int(args.checkpoint) if args.checkpoint.isdigit() else args.checkpoint
     predictor = Predictor.from_run(
-        args.run_dir, checkpoint=checkpoint, contributions=not args.no_contributions
+        args.run_dir,
+        checkpoint=checkpoint,
+        contributions=not args.no_contributions,
+        asr=args.asr,
+        vad=args.vad,
     )
     _print_card(predictor)
     predictions, failed = [], 0
     for item in inputs:
         try:
             pred = predictor.predict(
-                item, text=args.text, subtitles=args.subtitles, window=args.window
+                item,
+                text=args.text,
+                subtitles=args.subtitles,
+                window=args.window,
+                speech=args.speech,
             )
         except DeepMSIError as err:
             if args.on_error == "raise":
@@ -163,7 +197,11 @@ def _batch(args: argparse.Namespace) -> int:
     items = list_inputs(args.inputs)  # a bad folder or list fails before the model loads
     checkpoint = int(args.checkpoint) if args.checkpoint.isdigit() else args.checkpoint
     predictor = Predictor.from_run(
-        args.run_dir, checkpoint=checkpoint, contributions=not args.no_contributions
+        args.run_dir,
+        checkpoint=checkpoint,
+        contributions=not args.no_contributions,
+        asr=args.asr,
+        vad=args.vad,
     )
     _print_card(predictor)
     result = predictor.predict_many(

@@ -60,6 +60,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="'spectral' (built-in speech descriptors, no weights needed; the default, since this "
         "machine has no pretrained speech model) or a wav2vec2-style id or folder",
     )
+    p.add_argument(
+        "--asr",
+        metavar="SOURCE",
+        help="transcribe items without a transcript: 'pocketsphinx' (offline, pip install "
+        "'deepmsi[asr]') or a Whisper model's Hugging Face id or local folder; the manifest "
+        "(and so the run) records how many transcripts are machine-made",
+    )
     p.add_argument("--frames", type=int, default=8, help="face frames per utterance (default 8)")
     p.add_argument("--image-size", type=int, default=96, help="face crop side in pixels (96)")
     p.add_argument("--modalities", default="tav", help="what to prepare: any of t, a, v (tav)")
@@ -103,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     options = PrepareOptions(
         text_encoder=args.text_encoder,
         finetune_text=finetune,
+        asr=args.asr,
         audio_encoder=args.audio_encoder,
         frames=args.frames,
         image_size=args.image_size,

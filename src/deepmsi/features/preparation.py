@@ -14,6 +14,11 @@ prepared with other ones is refused rather than silently mixed.
 With ``finetune_text`` set, the text encoder is first fine-tuned on the dataset with its previous
 turns as context (``deepmsi.features.finetune``) into ``<cache>/text-encoder`` (reused when already
 finished there), then encodes every utterance with its past turns.
+
+With ``asr`` set, utterances without a transcript first get a speech recogniser's
+(``deepmsi.features.asr``); the manifest's ``transcripts`` counts human and machine ones, so the
+run trained on the cache records which it learnt from. A cache without that entry holds human
+transcripts only.
 """
 
 from __future__ import annotations
@@ -71,7 +76,8 @@ class PrepareOptions:
 
     ``modalities`` picks what to prepare (any of t, a, v); ``workers`` 0 means one per core.
     ``finetune_text``: fine-tune ``text_encoder`` (its ``base`` is ``text_encoder``) on the
-    dataset first and encode with the result.
+    dataset first and encode with the result. ``asr``: a speech recogniser's SOURCE
+    (``pocketsphinx``, a Whisper id or folder) that transcribes utterances given without text.
     """
 
     text_encoder: str = "minilm"
@@ -84,6 +90,7 @@ class PrepareOptions:
     on_error: str = "raise"
     progress: bool = True
     finetune_text: FinetuneOptions | None = None
+    asr: str | None = None
 
     def __post_init__(self) -> None:
         check_on_error(self.on_error)
@@ -176,12 +183,21 @@ def _encoders(dataset: Dataset, options: PrepareOptions, text_source: str | None
     return encoders.text, encoders.audio
 
 
-def build_manifest(dataset: Dataset, options: PrepareOptions, text, audio) -> dict[str, Any]:
-    """What the features mean: compared on every re-run so caches are never mixed."""
+def build_manifest(
+    dataset: Dataset,
+    options: PrepareOptions,
+    text,
+    audio,
+    *,
+    transcripts: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What the features mean: compared on every re-run so caches are never mixed.
+    ``transcripts`` (human and machine counts, the recogniser) is recorded when one was used."""
     import deepmsi
 
     video = "v" in options.modalities and any(u.video is not None for u in dataset.utterances)
-    return {
+    extra = {"transcripts": transcripts} if transcripts is not None else {}
+    return extra | {
         "format": FORMAT_VERSION,
         "dataset": dataset.name,
         "labels": dataset.labels.to_dict(),
@@ -314,6 +330,9 @@ def prepare(
     for folder in (out, out / ITEMS):  # what a SIGKILLed run was writing
         remove_stale_temporaries(folder)
     _check_folder(out, options)
+    transcripts = None
+    if options.asr is not None and "t" in options.modalities:
+        dataset, transcripts = _transcribed(dataset, out, options)
     text_source = None
     if options.finetune_text is not None and "t" in options.modalities:
         from deepmsi.features.finetune import finetune_text
@@ -321,7 +340,8 @@ def prepare(
         tuned = finetune_text(dataset, out / FINETUNED_TEXT, options.finetune_text)
         text_source = str(tuned.path.resolve())
     text_enc, audio_enc = _encoders(dataset, options, text_source)
-    _start_cache(out, build_manifest(dataset, options, text_enc, audio_enc))
+    manifest = build_manifest(dataset, options, text_enc, audio_enc, transcripts=transcripts)
+    _start_cache(out, manifest)
     problems = list(dataset.problems)
     items = out / ITEMS
     todo = [u for u in dataset.utterances if not (items / f"{item_key(u.id)}.npz").is_file()]
@@ -365,6 +385,36 @@ def prepare(
         total,
     )
     return result
+
+
+def _transcribed(
+    dataset: Dataset, out: Path, options: PrepareOptions
+) -> tuple[Dataset, dict[str, Any]]:
+    """The dataset with machine transcripts where it had none (reusing those an earlier run
+    wrote to ``out``), and the manifest's ``transcripts`` entry."""
+    from deepmsi.features.asr import load_recognizer, transcribe_missing
+
+    recognizer = load_recognizer(str(options.asr))
+    human = sum(1 for u in dataset.utterances if u.text and u.text.strip())
+    known = {}
+    if (out / UTTERANCES).is_file():
+        for line in (out / UTTERANCES).read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+                known[str(row["id"])] = str(row["text"] or "")
+            except (ValueError, KeyError, TypeError):
+                continue
+    utterances, machine = transcribe_missing(
+        dataset.utterances, recognizer, known=known, progress=options.progress
+    )
+    log.info("%s: %d transcripts written by %s", out, machine, recognizer.name)
+    entry = {
+        "human": human,
+        "machine": machine,
+        "asr": recognizer.name,
+        "asr_version": recognizer.version,
+    }
+    return dataclasses.replace(dataset, utterances=utterances), entry
 
 
 def _start_cache(out: Path, manifest: dict[str, Any]) -> None:

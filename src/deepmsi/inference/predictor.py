@@ -13,6 +13,12 @@ and one batched forward pass per call:
 Whatever modalities an input has are used; the others are marked absent so the model uses its
 learned placeholders (sound when the run was trained with modality dropout).
 
+Without a transcript, ``asr`` (a recogniser, or its SOURCE: ``pocketsphinx`` or a Whisper id or
+folder) writes one, marked machine-made in the result. A long recording (over ``LONG_INPUT_S``)
+without subtitles or a window is cut where speech starts and stops
+(``deepmsi.inference.segmentation``), and the recogniser's phrase times cut it further; silence
+is not classified.
+
 A run trained with ``--context`` reads the segments of one input as one dialogue, in time order
 (one speaker unless the cues name theirs); an online head lets segment t see segments 0..t only,
 so its labels do not wait for the rest of the video. A single clip is a dialogue of one turn.
@@ -24,7 +30,7 @@ import logging
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +38,7 @@ import numpy as np
 
 from deepmsi.data.subtitles import Cue, read_subtitles
 from deepmsi.errors import ConfigError, DataError
+from deepmsi.features.asr import HOW_TO_GET, SAMPLE_RATE, SpeechRecognizer, load_recognizer
 from deepmsi.features.encoders import DEFAULT_SAMPLE_RATE, encoders_from_manifest
 from deepmsi.inference.results import Prediction, Segment
 from deepmsi.modalities import NAMES, frames_to_float
@@ -52,6 +59,7 @@ log = logging.getLogger(__name__)
 TEXT_SUFFIXES = (".txt",)
 BATCH = 8  # segments per forward pass: bounds memory on long videos
 MIN_WINDOW_TAIL = 0.5  # seconds; a shorter last window joins the one before it
+LONG_INPUT_S = 30.0  # a longer input without subtitles or a window is cut on speech
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,7 @@ class _Span:
     end: float | None
     text: str | None
     speaker: str | None = None
+    machine: bool = False  # the text was written by the speech recogniser
 
 
 @dataclass
@@ -80,10 +89,19 @@ class Predictor:
     """A trained run plus its feature encoders, loaded once and reused for every call.
 
     ``last_timings`` holds the seconds spent per stage in the latest ``predict`` (decode,
-    face_crop, text_encoder, audio_encoder, model, contributions).
+    segmentation, asr, face_crop, text_encoder, audio_encoder, model, contributions).
+    ``asr`` transcribes inputs that come without a transcript; ``vad`` picks the speech detector
+    (auto, silero, energy).
     """
 
-    def __init__(self, run: Run, *, contributions: bool = True) -> None:
+    def __init__(
+        self,
+        run: Run,
+        *,
+        contributions: bool = True,
+        asr: SpeechRecognizer | str | None = None,
+        vad: str = "auto",
+    ) -> None:
         self.run = run
         self.model = run.model.eval()
         self.config = run.model_config
@@ -104,12 +122,27 @@ class Predictor:
 
             self._cropper = FaceCropper(self.image_size)
         self.last_timings: dict[str, float] = {}
+        from deepmsi.inference.segmentation import DETECTORS
+
+        if vad not in DETECTORS:
+            raise ConfigError(f"vad must be one of {', '.join(DETECTORS)}, got {vad!r}")
+        self.asr = load_recognizer(asr) if isinstance(asr, str) else asr
+        self.vad = vad
+        self.trained_on = transcript_source(manifest)
+        self._warned: set[str] = set()
 
     @classmethod
     def from_run(
-        cls, run_dir: str | Path, *, checkpoint: str | int = "best", contributions: bool = True
+        cls,
+        run_dir: str | Path,
+        *,
+        checkpoint: str | int = "best",
+        contributions: bool = True,
+        asr: SpeechRecognizer | str | None = None,
+        vad: str = "auto",
     ) -> Predictor:
-        """Load a run folder written by ``deepmsi train`` (weights chosen by ``checkpoint``)."""
+        """Load a run folder written by ``deepmsi train`` (weights chosen by ``checkpoint``);
+        ``asr`` transcribes inputs without a transcript."""
         run = load_run(run_dir, checkpoint=checkpoint)
         log.info(
             "loaded %s (epoch %s, modalities %s, dialogue context %s)",
@@ -118,7 +151,7 @@ class Predictor:
             run.model_config.modalities,
             run.context_mode,
         )
-        return cls(run, contributions=contributions)
+        return cls(run, contributions=contributions, asr=asr, vad=vad)
 
     # ---- public -----------------------------------------------------------------------------
     def predict(
@@ -127,6 +160,8 @@ class Predictor:
         text: str | None = None,
         subtitles: str | Path | Sequence[Cue] | None = None,
         window: float | None = None,
+        *,
+        speech: bool | None = None,
     ) -> Prediction:
         """Classify one input.
 
@@ -135,13 +170,29 @@ class Predictor:
         - ``text``: the transcript of the whole input (not with ``subtitles`` or ``window``).
         - ``subtitles``: an .srt/.vtt path or parsed cues; one segment per cue, its text the
           transcript.
-        - ``window``: cut the media into windows of this many seconds (no transcript).
+        - ``window``: cut the media into windows of this many seconds.
+        - ``speech``: cut the media where speech starts and stops; None (the default) does so
+          for media longer than ``LONG_INPUT_S`` given without text, subtitles or a window.
+
+        Spans without a transcript get the recogniser's (``asr``), marked machine-made.
         """
         self.last_timings = dict.fromkeys(
-            ("decode", "face_crop", "text_encoder", "audio_encoder", "model", "contributions"), 0.0
-        )
+            ("decode", "segmentation", "asr", "face_crop", "text_encoder", "audio_encoder"), 0.0
+        ) | {"model": 0.0, "contributions": 0.0}
         media, text = _media_and_text(media, text)
-        spans = self._spans(media, text, subtitles, window)
+        if speech or (speech is None and _is_long(media, text, subtitles, window)):
+            if subtitles is not None or window is not None or text is not None:
+                raise ConfigError(
+                    "cutting on speech replaces subtitles, a window length and a transcript; "
+                    "give only one of them"
+                )
+            if media is None:
+                raise ConfigError("cutting on speech needs a media file")
+            spans = self._speech_spans(media)
+        else:
+            spans = self._spans(media, text, subtitles, window)
+        spans = self._transcribe(media, spans)
+        self._check_transcripts(media, spans)
         inputs = self._encode(media, spans)
         if not any(v.any() for v in inputs.present.values()):
             raise DataError(
@@ -163,10 +214,13 @@ class Predictor:
                     probabilities=p,
                     modalities=used,
                     contributions=contributions[i],
+                    transcribed=span.machine and bool(span.text),
                 )
             )
         source = Path(media).name if media is not None else "text"
-        return Prediction(source, self.labels, segments)
+        machine = any(s.machine for s in spans)
+        asr = self.asr.name if machine and self.asr is not None else None
+        return Prediction(source, self.labels, segments, asr=asr)
 
     def predict_many(
         self,
@@ -221,6 +275,80 @@ class Predictor:
         if media is None and not text:
             raise ConfigError("nothing to predict: give a media file, a transcript, or both")
         return [_Span(None, None, text)]
+
+    def _speech_spans(self, media: Path) -> list[_Span]:
+        """Speech regions of the whole file, each cut further at the recogniser's phrases when
+        there is one; the whole file when no speech is found."""
+        from deepmsi.data.media import decode_audio
+        from deepmsi.inference.segmentation import speech_regions, split_region
+
+        with self._timed("decode"):
+            wave = decode_audio(media, sample_rate=SAMPLE_RATE)
+        if wave is None:
+            raise DataError(media, "has no audio stream to find the speech in")
+        with self._timed("segmentation"):
+            regions = speech_regions(wave, SAMPLE_RATE, detector=self.vad)
+        if not regions:
+            log.warning("%s: no speech found; classifying the whole file", media)
+            return [_Span(None, None, None)]
+        if self.asr is None:
+            return [_Span(a, b, None) for a, b in regions]
+        spans = []
+        for a, b in regions:
+            with self._timed("asr"):
+                piece = wave[round(a * SAMPLE_RATE) : round(b * SAMPLE_RATE)]
+                heard = self.asr.transcribe(piece).shifted(a)
+            spans += [
+                _Span(s.start, s.end, s.text or None, machine=True)
+                for s in split_region(a, b, heard.phrases)
+            ]
+        return spans
+
+    def _transcribe(self, media: Path | None, spans: list[_Span]) -> list[_Span]:
+        """Spans of ``media`` without text, transcribed by the recogniser (when there is one)."""
+        if self.asr is None or media is None:
+            return spans
+        from deepmsi.data.media import decode_audio
+
+        out = list(spans)
+        for i, span in enumerate(spans):
+            if span.machine or (span.text and span.text.strip()):
+                continue
+            with self._timed("decode"):
+                wave = decode_audio(media, sample_rate=SAMPLE_RATE, start=span.start, end=span.end)
+            if wave is None:  # no audio stream: nothing to hear
+                return spans
+            with self._timed("asr"):
+                heard = self.asr.transcribe(wave)
+            out[i] = replace(span, text=heard.text or None, machine=True)
+        return out
+
+    def _check_transcripts(self, media: Path | None, spans: list[_Span]) -> None:
+        """Warn (once per predictor) when text is left out for want of a transcript, and when
+        the transcripts are not of the kind (human, machine) the run was trained on."""
+        if "text" not in self.modalities:
+            return
+        if media is not None and self.asr is None and not any(s.text for s in spans):
+            self._warn_once(
+                "no-text",
+                f"{media.name}: no transcript, so the text modality is left out; give one "
+                f"(--text, --subtitles) or let a speech recogniser write it: {HOW_TO_GET}",
+            )
+        used = {"machine" if s.machine else "human" for s in spans if s.text}
+        for kind in sorted(used):
+            if self.trained_on in (kind, "mixed", None):
+                continue
+            self._warn_once(
+                f"mismatch-{kind}",
+                f"the run was trained on {self.trained_on} transcripts but is given {kind} ones"
+                + (f" (by {self.asr.name})" if kind == "machine" and self.asr else "")
+                + "; its text cue may be less reliable than its reported scores",
+            )
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("%s", message)
 
     # ---- features ---------------------------------------------------------------------------
     def _encode(self, media: Path | None, spans: list[_Span]) -> _Inputs:
@@ -374,6 +502,28 @@ def _media_and_text(media: str | Path | None, text: str | None) -> tuple[Path | 
     if not media.is_file():
         raise DataError(media, "no such file")
     return media, text
+
+
+def transcript_source(manifest: dict[str, Any]) -> str | None:
+    """What a cache's (or run's) text features were made from: "human", "machine" or "mixed"
+    transcripts (None: no text). Caches made without a recogniser hold human ones."""
+    if not manifest.get("text_encoder"):
+        return None
+    counts = manifest.get("transcripts") or {}
+    human, machine = int(counts.get("human", 1)), int(counts.get("machine", 0))
+    if machine and human:
+        return "mixed"
+    return "machine" if machine else "human"
+
+
+def _is_long(media: Path | None, text: str | None, subtitles: object, window: float | None) -> bool:
+    """Media over ``LONG_INPUT_S`` with sound, given without text, subtitles or a window."""
+    if media is None or text is not None or subtitles is not None or window is not None:
+        return False
+    from deepmsi.data.media import probe
+
+    info = probe(media)
+    return info.audio and (info.duration or 0.0) > LONG_INPUT_S
 
 
 def _windows(media: Path, window: float) -> list[_Span]:

@@ -24,7 +24,8 @@ class Segment:
     ``probabilities`` maps every class name, in label-set order, to its probability.
     ``modalities`` lists what the model saw; ``contributions[m]`` is how much the predicted
     class's probability drops when modality ``m`` is hidden from the model (negative: ``m``
-    argued against it). Empty when only one modality was present.
+    argued against it). Empty when only one modality was present. ``transcribed``: ``text``
+    was written by a speech recogniser, not given with the input.
     """
 
     start: float | None
@@ -34,6 +35,14 @@ class Segment:
     probabilities: dict[str, float]
     modalities: tuple[str, ...]
     contributions: dict[str, float] = field(default_factory=dict)
+    transcribed: bool = False
+
+    @property
+    def text_source(self) -> str | None:
+        """Where ``text`` came from: "asr" (machine-made), "given", or None (no text)."""
+        if not self.text:
+            return None
+        return "asr" if self.transcribed else "given"
 
     @property
     def confidence(self) -> float:
@@ -44,6 +53,7 @@ class Segment:
             "start": self.start,
             "end": self.end,
             "text": self.text,
+            "text_source": self.text_source,
             "label": self.label,
             "confidence": self.confidence,
             "probabilities": dict(self.probabilities),
@@ -61,6 +71,7 @@ class Segment:
             dict(d["probabilities"]),
             tuple(d["modalities"]),
             dict(d.get("contributions", {})),
+            d.get("text_source") == "asr",
         )
 
 
@@ -70,11 +81,19 @@ class Prediction:
 
     ``labels`` is the class order (K names). With several segments the overall probabilities are
     the duration-weighted mean of the segments' (equal weights when segments have no times).
+    ``asr`` names the speech recogniser that wrote the transcript (None: none was machine-made).
     """
 
     source: str
     labels: tuple[str, ...]
     segments: list[Segment]
+    asr: str | None = None
+
+    @property
+    def transcript(self) -> str | None:
+        """The segments' texts in order (None when no segment has text)."""
+        texts = [s.text for s in self.segments if s.text]
+        return " ".join(texts) if texts else None
 
     @property
     def probabilities(self) -> dict[str, float]:
@@ -103,12 +122,24 @@ class Prediction:
             "label": self.label,
             "probabilities": self.probabilities,
             "labels": list(self.labels),
+            "transcript": self.transcript,
+            "transcript_source": _source(self.segments),
+            "asr": self.asr,
             "segments": [s.to_dict() for s in self.segments],
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> Prediction:
-        return cls(d["source"], tuple(d["labels"]), [Segment.from_dict(s) for s in d["segments"]])
+        segments = [Segment.from_dict(s) for s in d["segments"]]
+        return cls(d["source"], tuple(d["labels"]), segments, d.get("asr"))
+
+
+def _source(segments: Sequence[Segment]) -> str | None:
+    """ "asr", "given", "mixed" (some of each) or None (no text) for a prediction's text."""
+    kinds = {s.text_source for s in segments} - {None}
+    if len(kinds) > 1:
+        return "mixed"
+    return kinds.pop() if kinds else None
 
 
 def _duration(s: Segment) -> float:
@@ -172,6 +203,8 @@ def format_table(predictions: Sequence[Prediction], *, text_width: int = 32) -> 
     for p in predictions:
         if len(p.segments) > 1:
             out.append(f"{p.source}: overall {p.label} ({p.probabilities[p.label]:.3f})")
+        if p.asr:
+            out.append(f"{p.source}: transcript machine-made by {p.asr} (speech recognition)")
     return "\n".join(out)
 
 
