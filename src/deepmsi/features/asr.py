@@ -321,15 +321,14 @@ def transcribe_missing(
     how many are machine-transcribed. ``known`` (id -> text, from an earlier run into the same
     cache) is reused instead of transcribing again. One that cannot be decoded is left without
     text: ``prepare`` reports its media when it decodes it."""
-    from tqdm import tqdm
-
     from deepmsi.data.media import decode_audio
     from deepmsi.errors import DataError
+    from deepmsi.progress import progress as progress_bar
 
     known = known or {}
     todo = [u for u in utterances if not (u.text and u.text.strip()) and u.audio is not None]
     texts: dict[str, str] = {}
-    for u in tqdm(todo, unit="utt", desc="transcribe", disable=not progress):
+    for u in progress_bar(todo, unit="utt", desc="transcribe", enabled=progress):
         if u.id in known:
             texts[u.id] = known[u.id]
             continue
