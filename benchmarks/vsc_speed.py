@@ -12,6 +12,14 @@ inference mode. Reported per configuration:
 - where the time goes: median seconds per clip in each stage and inside the VSC modules
   (token scoring, top-k, gather, merge), timed with forward hooks;
 - tokens per frame at the input and output of each stage (stage 3's output shrinks with VSC);
+- the peer: transformers' ``Swinv2Model`` with the same architecture (VSC off; its position-bias
+  MLP is 512 wide, transformers hard-codes that, so deepmsi's side of this pair is built with
+  ``cpb_hidden=512``), its random weights mapped into deepmsi's backbone with
+  ``deepmsi.models.swin_v2_hf.load_hf_weights``. Equality is checked before timing: the pooled
+  outputs of both on the timed input must agree within ``PEER_ATOL``, else the benchmark stops.
+  The pair is timed in the same interleaved loop as VSC on/off (forward, inference mode), and
+  once more for training (forward + backward of the pooled output's sum, train mode, no dropout
+  or drop-path), ``--train-repeats`` times;
 - FLOPs per clip: matmul/linear/conv/attention FLOPs counted by
   ``torch.utils.flop_counter.FlopCounterMode`` on one clip (a multiply-add counts 2; softmax,
   norms and other element-wise ops are not counted);
@@ -22,7 +30,7 @@ inference mode. Reported per configuration:
   weights or the inputs; the allocator may round it by a few MB.
 
     .venv/bin/python benchmarks/vsc_speed.py [--presets cpu paper] [--repeats 7] [--batch B]
-        [--threads 2] [--json vsc_speed.json]
+        [--threads 2] [--train-repeats 3] [--json vsc_speed.json] [--record]
 
 ``--batch`` applies to every preset; by default the cpu preset uses 8 clips (64 images of 96 px)
 and the paper preset 1 clip (15 images of 256 px) so that the run stays within a few minutes on
@@ -46,6 +54,8 @@ from pathlib import Path
 DEFAULT_BATCH = {"cpu": 8, "paper": 1, "tiny": 8}
 WARMUP = 2
 MODES = ("on", "off")
+PEERS = ("deepmsi", "hf")  # deepmsi's backbone with the peer's weights, transformers' Swinv2Model
+PEER_ATOL = 1e-4  # pooled output agreement required before the pair is timed
 
 
 def _inputs(cfg, batch: int, seed: int = 0):
@@ -66,6 +76,86 @@ def _backbone(cfg, vsc: bool):
 
     torch.manual_seed(0)
     return SwinV2(cfg, vsc=vsc).eval()
+
+
+def _peer_pair(cfg):
+    """transformers' Swinv2Model with ``cfg``'s architecture (random weights, VSC off) and
+    deepmsi's SwinV2 holding the same weights: {"deepmsi": ..., "hf": ...}."""
+    import torch
+    from transformers import Swinv2Config, Swinv2Model
+
+    from deepmsi.models.swin_v2 import SwinV2
+    from deepmsi.models.swin_v2_hf import HF_CPB_HIDDEN, load_hf_weights
+
+    hf_cfg = Swinv2Config(
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        embed_dim=cfg.embed_dim,
+        depths=list(cfg.depths),
+        num_heads=list(cfg.num_heads),
+        window_size=cfg.window_size,
+        mlp_ratio=cfg.mlp_ratio,
+        drop_path_rate=0.0,
+    )
+    torch.manual_seed(0)
+    hf = Swinv2Model(hf_cfg, add_pooling_layer=True).eval()
+    ours = SwinV2(cfg.replace(cpb_hidden=HF_CPB_HIDDEN, drop_path=0.0), vsc=False).eval()
+    load_hf_weights(ours, hf.state_dict(), "Swinv2Model")
+    return {"deepmsi": ours, "hf": _HFPooled(hf)}
+
+
+class _HFPooled:
+    """Swinv2Model called like deepmsi's backbone: images -> pooled [N, C]."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def __call__(self, images, _guidance=None):
+        return self.model(pixel_values=images).pooler_output
+
+    def train(self, mode: bool = True):
+        self.model.train(mode)
+        return self
+
+
+def _check_peers(peers, images) -> float:
+    import torch
+
+    with torch.inference_mode():
+        diff = (peers["deepmsi"](images) - peers["hf"](images)).abs().max().item()
+    if not diff <= PEER_ATOL:
+        raise SystemExit(f"deepmsi and Swinv2Model disagree by {diff:.2e} (> {PEER_ATOL})")
+    return diff
+
+
+def _time_training(peers, images, repeats: int) -> dict[str, list[float]]:
+    """Wall seconds of forward + backward (sum of the pooled output), interleaved."""
+    import torch
+
+    wall: dict[str, list[float]] = {name: [] for name in PEERS}
+    for model in peers.values():
+        model.train()
+    try:
+        for r in range(repeats + 1):  # the first round warms up
+            for name in PEERS if r % 2 == 0 else PEERS[::-1]:
+                t0 = time.perf_counter()
+                peers[name](images).sum().backward()
+                if r:
+                    wall[name].append(time.perf_counter() - t0)
+    finally:
+        for model in peers.values():
+            model.train(False)
+    torch.set_grad_enabled(True)
+    return wall
+
+
+def _speedup(slow: list[float], fast: list[float]) -> dict[str, float]:
+    """slow/fast: ratio of medians and median of the ratios of adjacent calls."""
+    return {
+        "median_wall": statistics.median(slow) / statistics.median(fast),
+        # adjacent calls see about the same load: the median of their ratios is the steadiest
+        "paired_median_wall": statistics.median(s / f for s, f in zip(slow, fast, strict=True)),
+    }
 
 
 class _HookTimer:
@@ -168,8 +258,11 @@ def _measure_memory(preset: str, mode: str, batch: int, threads: int) -> dict[st
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure_preset(preset: str, batch: int, repeats: int, threads: int) -> dict:
-    """Time, count and probe the VSC-on and VSC-off backbones of one preset."""
+def measure_preset(
+    preset: str, batch: int, repeats: int, threads: int, train_repeats: int = 3
+) -> dict:
+    """Time, count and probe the VSC-on and VSC-off backbones of one preset, and the pair
+    deepmsi / transformers' Swinv2Model (VSC off) on the same weights."""
     import torch
 
     from deepmsi.config import model_preset
@@ -197,8 +290,11 @@ def measure_preset(preset: str, batch: int, repeats: int, threads: int) -> dict:
             "cpu_s": [],
             "parts_s": [],
         }
+    peers = _peer_pair(cfg)
+    peer_wall: dict[str, list[float]] = {name: [] for name in PEERS}
+    result["peer"] = {"max_abs_diff": _check_peers(peers, images), "atol": PEER_ATOL}
     with torch.inference_mode():
-        for model in models.values():
+        for model in [*models.values(), *peers.values()]:
             for _ in range(WARMUP):
                 model(images, guidance)
         for r in range(repeats):
@@ -211,6 +307,11 @@ def measure_preset(preset: str, batch: int, repeats: int, threads: int) -> dict:
                 rec["wall_s"].append(time.perf_counter() - t0)
                 rec["cpu_s"].append(time.process_time() - c0)
                 rec["parts_s"].append(dict(timers[mode].seconds))
+            for name in PEERS if r % 2 == 0 else PEERS[::-1]:
+                t0 = time.perf_counter()
+                peers[name](images)
+                peer_wall[name].append(time.perf_counter() - t0)
+    train_wall = _time_training(peers, images, train_repeats) if train_repeats else None
     for rec in result["modes"].values():
         rec["median_s_per_clip"] = statistics.median(rec["wall_s"]) / batch
         rec["min_s_per_clip"] = min(rec["wall_s"]) / batch
@@ -225,12 +326,18 @@ def measure_preset(preset: str, batch: int, repeats: int, threads: int) -> dict:
             / batch
         )
     on, off = result["modes"]["on"], result["modes"]["off"]
+    result["peer"].update(
+        {
+            "wall_s": peer_wall,
+            "median_s_per_clip": {k: statistics.median(v) / batch for k, v in peer_wall.items()},
+            "train_wall_s": train_wall,
+        }
+    )
+    result["speedup_off_over_hf"] = _speedup(peer_wall["hf"], peer_wall["deepmsi"])
+    if train_wall:
+        result["speedup_train_over_hf"] = _speedup(train_wall["hf"], train_wall["deepmsi"])
     result["speedup_off_over_on"] = {
-        "median_wall": off["median_s_per_clip"] / on["median_s_per_clip"],
-        # adjacent calls see about the same load: the median of their ratios is the steadiest
-        "paired_median_wall": statistics.median(
-            f / n for f, n in zip(off["wall_s"], on["wall_s"], strict=True)
-        ),
+        **_speedup(off["wall_s"], on["wall_s"]),
         "min_wall": off["min_s_per_clip"] / on["min_s_per_clip"],
         "median_cpu": off["median_cpu_s_per_clip"] / on["median_cpu_s_per_clip"],
         "flops": off["gflops_per_clip"] / on["gflops_per_clip"],
@@ -270,8 +377,21 @@ def table(results: dict) -> str:
         lines.append(
             f"{'':<7}off/on: wall {s['median_wall']:.2f}x (min {s['min_wall']:.2f}x, paired "
             f"{s['paired_median_wall']:.2f}x), "
-            f"cpu {s['median_cpu']:.2f}x, FLOPs {s['flops']:.2f}x"
+            f"cpu {s['median_cpu']:.2f}x, FLOPs {s['flops']:.2f}x "
+            f"(wall/FLOP ratio {s['paired_median_wall'] / s['flops']:.2f})"
         )
+        peer, h = res["peer"], res["speedup_off_over_hf"]
+        lines.append(
+            f"{'':<7}vs transformers Swinv2Model (VSC off, same weights, outputs within "
+            f"{peer['max_abs_diff']:.1e}): {1000 * peer['median_s_per_clip']['hf']:.1f} ms/clip, "
+            f"deepmsi {1000 * peer['median_s_per_clip']['deepmsi']:.1f}: "
+            f"{h['median_wall']:.2f}x (paired {h['paired_median_wall']:.2f}x)"
+        )
+        if t := res.get("speedup_train_over_hf"):
+            lines.append(
+                f"{'':<7}forward + backward vs Swinv2Model: {t['median_wall']:.2f}x "
+                f"(paired {t['paired_median_wall']:.2f}x)"
+            )
     lines.append("")
     lines.append("median ms per clip by part (hook-timed; 'vsc' = inside the VSC modules)")
     parts = ["stage1", "stage2", "stage3", "stage4", "vsc"]
@@ -300,6 +420,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed calls per configuration")
     parser.add_argument("--batch", type=int, help="clips per forward (default: cpu 8, paper 1)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument(
+        "--train-repeats", type=int, default=3, help="timed forward+backward calls (0: none)"
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     parser.add_argument("--record", action="store_true", help="record rows in results.json")
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
@@ -317,7 +440,13 @@ def main() -> None:
         "load_average_at_start": os.getloadavg(),
         "repeats": args.repeats,
         "presets": [
-            measure_preset(p, args.batch or DEFAULT_BATCH.get(p, 1), args.repeats, args.threads)
+            measure_preset(
+                p,
+                args.batch or DEFAULT_BATCH.get(p, 1),
+                args.repeats,
+                args.threads,
+                args.train_repeats,
+            )
             for p in args.presets
         ],
     }
@@ -357,6 +486,31 @@ def _record(results: dict) -> None:
                     round(1000 * stats["median_s_per_clip"], 1),
                     command_line(),
                     note=note,
+                )
+            )
+        ratios = [
+            ("speedup_off_over_on", "on", "VSC off / on wall time, paired median"),
+            ("speedup_off_over_hf", "hf", "transformers Swinv2Model / deepmsi (VSC off), paired"),
+            ("speedup_train_over_hf", "hf_train", "forward+backward, Swinv2Model / deepmsi"),
+        ]
+        for key, name, what in ratios:
+            if key not in preset:
+                continue
+            ratio = preset[key]
+            flops = f"; FLOP ratio {ratio['flops']:.2f}" if "flops" in ratio else ""
+            rows.append(
+                Row(
+                    f"speed.vsc.{preset['preset']}.speedup_over_{name}",
+                    geometry,
+                    "v",
+                    "speedup",
+                    round(ratio["paired_median_wall"], 3),
+                    command_line(),
+                    note=(
+                        f"{what} (median-of-medians {ratio['median_wall']:.2f}){flops}; "
+                        f"{results['torch_threads']} thread(s), median of {results['repeats']}; "
+                        f"load average {results['load_average_at_start'][0]:.1f}"
+                    ),
                 )
             )
     record(rows)

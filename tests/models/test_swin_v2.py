@@ -209,6 +209,53 @@ def test_vsc_block_shrinks_the_grid() -> None:
 
 
 @pytest.mark.parametrize("vsc", [False, True])
+def test_inference_path_equals_the_training_path(vsc: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without autograd, SwinV2 caches the attention bias and runs MLPs on token slices: the
+    pooled output must not move (the path with autograd computes everything plainly)."""
+    torch.manual_seed(0)
+    cfg = model_preset("tiny")
+    model = SwinV2(cfg, vsc=vsc).eval()
+    images = torch.randn(3, 3, cfg.image_size, cfg.image_size)
+    guidance = torch.randn(3, model.guidance_dim)
+    plain = model(images, guidance).detach()
+    monkeypatch.setattr(swin_v2, "MLP_CHUNK_TOKENS", 5)  # many slices, a ragged last one
+    with torch.no_grad():
+        fast = model(images, guidance)
+        again = model(images, guidance)  # from the cached bias
+    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-5)
+    torch.testing.assert_close(again, fast, rtol=0, atol=0)
+
+
+def test_cached_attention_bias_follows_the_weights() -> None:
+    torch.manual_seed(0)
+    attn = WindowAttention(dim=8, num_heads=2, window=3, cpb_hidden=16).eval()
+    mask = naive_shift_mask(6, 3, 1)
+    with torch.no_grad():
+        before = attn.attention_bias(mask)
+        assert attn.attention_bias(mask) is before  # cached
+        attn.cpb_mlp[0].weight.add_(0.5)  # what an optimiser step does
+        after = attn.attention_bias(mask)
+        assert not torch.allclose(after, before)
+        torch.testing.assert_close(after, attn.position_bias()[None] + mask[:, None])
+        attn.load_state_dict(WindowAttention(8, 2, 3, cpb_hidden=16).state_dict())
+        torch.testing.assert_close(attn.attention_bias(None), attn.position_bias())
+        assert attn.attention_bias(mask).shape == (mask.shape[0], 2, 9, 9)
+
+
+@pytest.mark.parametrize("shifted", [False, True])
+def test_sdpa_kernel_equals_the_explicit_product(shifted: bool) -> None:
+    """GPUs take torch's scaled-dot-product kernel; forced on here, it must agree."""
+    torch.manual_seed(0)
+    block = SwinV2Block(dim=8, num_heads=2, grid=6, window=3, shifted=shifted).eval()
+    x = torch.randn(2, 36, 8)
+    with torch.no_grad():
+        explicit = block(x)
+        block.attn.sdpa = True
+        fused = block(x)
+    torch.testing.assert_close(fused, explicit, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("vsc", [False, True])
 def test_inference_in_chunks_equals_one_batch(vsc: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     cfg = model_preset("tiny")
