@@ -209,7 +209,9 @@ def test_vsc_block_shrinks_the_grid() -> None:
 
 
 @pytest.mark.parametrize("vsc", [False, True])
-def test_inference_path_equals_the_training_path(vsc: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_inference_path_equals_the_training_path(
+    vsc: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Without autograd, SwinV2 caches the attention bias and runs MLPs on token slices: the
     pooled output must not move (the path with autograd computes everything plainly)."""
     torch.manual_seed(0)

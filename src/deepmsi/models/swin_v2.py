@@ -151,7 +151,10 @@ class WindowAttention(nn.Module):
             out = out.reshape(bw, self.num_heads, n, -1)
         else:
             attn = q @ k.transpose(-2, -1)  # B*nW, heads, N, N
-            attn.view(*windows, *attn_bias.shape[-3:]).add_(attn_bias)
+            attn = attn.view(*windows, *attn_bias.shape[-3:])
+            # in place saves a pass over the scores; ONNX export wants the plain sum
+            attn = attn + attn_bias if _tracing() else attn.add_(attn_bias)
+            attn = attn.view(bw, self.num_heads, n, n)
             out = self.drop(attn.softmax(dim=-1)) @ v
         return self.drop(self.proj(out.transpose(1, 2).reshape(bw, n, c)))
 
