@@ -82,17 +82,19 @@ def measure(run: Path | None) -> dict:
         with out.open(newline="") as f:
             rows = list(csv.DictReader(f))
         rc2, again_s, again_line = _predict(run, root / "clips", out)
+    errors = [f"{r['file']}: {r['error']}" for r in rows if r["error"]]
+    short = [x.replace(f"{root}/", "") for x in (first_line, again_line, *errors)]  # no tmp paths
     return {
         "files": files,
         "rows": len(rows),
         "prediction_rows": sum(not r["error"] for r in rows),
         "error_rows": sum(bool(r["error"]) for r in rows),
-        "errors": [f"{r['file']}: {r['error']}" for r in rows if r["error"]],
+        "errors": short[2:],
         "seconds": round(first_s, 2),
         "rerun_seconds": round(again_s, 2),
         "exit_codes": [rc, rc2],
-        "summary": first_line,
-        "rerun_summary": again_line,
+        "summary": short[0],
+        "rerun_summary": short[1],
     }
 
 
