@@ -7,6 +7,7 @@ broken file. Without ``--run`` a tiny run is trained first on a synthetic corpus
 minute), which measures the pipeline's cost, not a model's accuracy.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/batch_predict.py [--run demo-out/run] [--json]
+        [--record]
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+
+from results import Row, command_line, record
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -79,17 +82,19 @@ def measure(run: Path | None) -> dict:
         with out.open(newline="") as f:
             rows = list(csv.DictReader(f))
         rc2, again_s, again_line = _predict(run, root / "clips", out)
+    errors = [f"{r['file']}: {r['error']}" for r in rows if r["error"]]
+    short = [x.replace(f"{root}/", "") for x in (first_line, again_line, *errors)]  # no tmp paths
     return {
         "files": files,
         "rows": len(rows),
         "prediction_rows": sum(not r["error"] for r in rows),
         "error_rows": sum(bool(r["error"]) for r in rows),
-        "errors": [f"{r['file']}: {r['error']}" for r in rows if r["error"]],
+        "errors": short[2:],
         "seconds": round(first_s, 2),
         "rerun_seconds": round(again_s, 2),
         "exit_codes": [rc, rc2],
-        "summary": first_line,
-        "rerun_summary": again_line,
+        "summary": short[0],
+        "rerun_summary": short[1],
     }
 
 
@@ -109,15 +114,37 @@ def table(r: dict) -> str:
     )
 
 
+def rows(r: dict, run: Path | None) -> list[Row]:
+    """The measured counts and times as results.json rows."""
+    data = f"{r['files']} files: {IEMOCAP} IEMOCAP mp4, {CREMA} CREMA-D flv, 1 truncated mp4"
+    model = f"--run {run}" if run else "a tiny run trained on the synthetic corpus first"
+    cmd = command_line()
+    return [
+        Row("batch_predict.real_clips.prediction_rows", data, "tav", "rows", r["prediction_rows"],
+            command=cmd, note=f"deepmsi predict FOLDER --out p.csv, {model}; {r['summary']}"),
+        Row("batch_predict.real_clips.error_rows", data, "tav", "rows", r["error_rows"],
+            command=cmd, note="; ".join(r["errors"])[:300]),
+        Row("batch_predict.real_clips.seconds", data, "tav", "seconds (incl. run load)",
+            r["seconds"], command=cmd,
+            note=f"one thread; {r['seconds'] / r['files']:.2f} s per file with the load"),
+        Row("batch_predict.real_clips.rerun_seconds", data, "tav", "seconds (incl. run load)",
+            r["rerun_seconds"], command=cmd, note=f"the same command again: {r['rerun_summary']}"),
+    ]  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, help="trained run folder (default: a tiny run)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--record", action="store_true", help="record the rows in results.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     result = measure(args.run)
     print(json.dumps(result, indent=2) if args.json else table(result))
     ok = (result["prediction_rows"], result["error_rows"]) == (result["files"] - 1, 1)
+    if args.record:
+        record(rows(result, args.run))
+        print("recorded in benchmarks/results.json")
     raise SystemExit(0 if ok else 1)
 
 

@@ -47,6 +47,7 @@ SECTIONS = {  # name prefix -> heading; rows of other prefixes get the prefix as
     "serve_abuse": "The web service under abuse (serve_abuse.py)",
     "asr_wer": "Speech recognition on the 129 IEMOCAP clips (asr_wer.py)",
     "speech_segments": "Cutting a 3-minute video of real clips on speech (speech_segments.py)",
+    "batch_predict": "Batch prediction: 20 real clips, one broken (batch_predict.py)",
 }
 
 

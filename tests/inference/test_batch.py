@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers_asr import write_tiny_whisper
 
 from deepmsi.errors import ConfigError, DataError
 from deepmsi.inference.batch import list_inputs
@@ -146,6 +147,38 @@ def test_csv_list_with_transcripts_windows_and_a_missing_file(predictor, tiny, t
     assert _rows(tmp_path / "t.csv")[0]["transcript"] == " ".join(tiny.texts[0].split())
 
 
+def test_machine_made_transcripts_are_marked(predictor, tiny, tmp_path):
+    """transcript_source says where each row's transcript came from, with the JSON's values
+    ("asr" with the recogniser's name, "given", empty), and survives a resume."""
+    from deepmsi.inference.predictor import Predictor
+
+    whisper = write_tiny_whisper(tmp_path / "tiny-whisper")
+    clips = [Path(shutil.copy(c, tmp_path / c.name)) for c in tiny.clips[:2]]
+    listing = tmp_path / "list.csv"
+    with listing.open("w", newline="") as f:
+        csv.writer(f).writerows([["file", "transcript"], [clips[0].name, tiny.texts[0]]])
+        csv.writer(f).writerow([clips[1].name, ""])
+    heard = Predictor(predictor.run, asr=str(whisper))
+    for out in (tmp_path / "p.csv", tmp_path / "p.jsonl"):
+        result = heard.predict_many(listing, out, progress=False)
+        rows = _rows(out) if out.suffix == ".csv" else [json.loads(x) for x in out.open()]
+        given, machine = rows
+        assert given["transcript_source"] == "given" and given["asr"] in ("", None)
+        assert machine["transcript_source"] == "asr" and machine["asr"] == str(whisper)
+        assert machine["transcript"] and "text" in machine["modalities"]
+        single = result.predictions[1].to_dict()
+        assert single["transcript_source"] == "asr" and single["asr"] == str(whisper)
+        assert machine["transcript"] == " ".join(single["transcript"].split())
+        out.write_text("".join(out.read_text().splitlines(keepends=True)[:-1]))  # lose clip 2
+        heard.predict_many(listing, out, progress=False)
+        again = _rows(out) if out.suffix == ".csv" else [json.loads(x) for x in out.open()]
+        assert again == rows  # the kept row still says "given", the redone one "asr"
+    plain = predictor.predict_many([clips[1]], tmp_path / "none.csv", progress=False)
+    assert plain.predicted == 1
+    (row,) = _rows(tmp_path / "none.csv")
+    assert (row["transcript"], row["transcript_source"], row["asr"]) == ("", "", "")
+
+
 def test_bad_lists_and_outputs_are_one_line_errors(predictor, tiny, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no media files"):
@@ -163,7 +196,10 @@ def test_bad_lists_and_outputs_are_one_line_errors(predictor, tiny, tmp_path):
     with pytest.raises(ConfigError, match=r"\.csv or \.jsonl"):
         predictor.predict_many([tiny.clips[0]], tmp_path / "p.txt", progress=False)
     other = tmp_path / "other.csv"
-    other.write_text("file,segment,segments,start,end,transcript,label,x,y,modalities,error\n")
+    other.write_text(
+        "file,segment,segments,start,end,transcript,transcript_source,asr,label,x,y,"
+        "modalities,error\n"
+    )
     with pytest.raises(ConfigError, match="other columns"):
         predictor.predict_many([tiny.clips[0]], other, progress=False)
 

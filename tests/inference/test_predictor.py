@@ -54,6 +54,13 @@ def test_table_json_csv_show_every_segment():
     rows = list(csv.DictReader(io.StringIO(format_csv([pred]))))
     assert [r["label"] for r in rows] == ["happy", "angry"]
     assert float(rows[1]["angry"]) == pytest.approx(0.8) and rows[0]["end"] == "1.00"
+    assert [r["text_source"] for r in rows] == ["given", "given"]
+    heard = Segment(
+        0, 1, "hi", "sad", dict(zip(LABELS, (0.1, 0.8, 0.1), strict=True)), (), {}, True
+    )
+    quiet = Segment(1, 2, None, "sad", heard.probabilities, ("audio",))
+    rows = list(csv.DictReader(io.StringIO(format_csv([Prediction("y", LABELS, [heard, quiet])]))))
+    assert [r["text_source"] for r in rows] == ["asr", ""]
     assert json.loads(format_json([pred]))[0]["segments"][1]["label"] == "angry"
     table = format_table([pred]).splitlines()
     assert table[0].split()[:4] == ["source", "start", "end", "label"]

@@ -1,9 +1,11 @@
 """Batch prediction: every media file of a folder, or every file a CSV lists, to one CSV or JSONL.
 
 One output row per segment (a whole clip is one segment; ``window`` cuts each file into several):
-file, segment, segments, start, end, transcript, label, each class's probability, the modalities
-the model saw, and an ``error`` column. An input that cannot be used (a broken clip, a missing
-file) gives one error row and is counted; it never stops the batch.
+file, segment, segments, start, end, transcript, transcript_source (``asr``: machine-made by the
+speech recogniser the ``asr`` column names; ``given``: from the CSV list; empty: no transcript,
+the same values as the single-file JSON's ``text_source``), label, each class's probability, the
+modalities the model saw, and an ``error`` column. An input that cannot be used (a broken clip,
+a missing file) gives one error row and is counted; it never stops the batch.
 
 Resumable: the rows of each input are appended in one write, flushed and synced before the next
 input starts, so a killed batch keeps every input it finished. A rerun reads the output back,
@@ -236,6 +238,8 @@ def segment_rows(file: str, pred: Prediction) -> list[dict[str, Any]]:
             "start": s.start,
             "end": s.end,
             "transcript": " ".join(s.text.split()) if s.text else None,
+            "transcript_source": s.text_source,  # "asr", "given" or None, as in the JSON
+            "asr": pred.asr if s.transcribed else None,
             "label": s.label,
             "probabilities": {k: s.probabilities[k] for k in pred.labels},
             "modalities": list(s.modalities),
@@ -254,6 +258,8 @@ def error_row(file: str, error: str) -> dict[str, Any]:
         "start": None,
         "end": None,
         "transcript": None,
+        "transcript_source": None,
+        "asr": None,
         "label": None,
         "probabilities": {},
         "modalities": [],
@@ -294,6 +300,8 @@ class _Output:
             "start",
             "end",
             "transcript",
+            "transcript_source",
+            "asr",
             "label",
             *self.labels,
             "modalities",
@@ -337,6 +345,8 @@ class _Output:
                     _time(r["start"]),
                     _time(r["end"]),
                     r["transcript"] or "",
+                    r["transcript_source"] or "",
+                    r["asr"] or "",
                     r["label"] or "",
                 ]
                 + [f"{probs[k]:.6f}" if k in probs else "" for k in self.labels]
@@ -376,6 +386,8 @@ class _Output:
                     "start": _float(r["start"]),
                     "end": _float(r["end"]),
                     "transcript": r["transcript"] or None,
+                    "transcript_source": r["transcript_source"] or None,
+                    "asr": r["asr"] or None,
                     "label": r["label"] or None,
                     "probabilities": {k: float(r[k]) for k in self.labels if r[k]},
                     "modalities": [m for m in r["modalities"].split("+") if m],

@@ -158,16 +158,19 @@ def format_json(predictions: Sequence[Prediction]) -> str:
 
 
 def format_csv(predictions: Sequence[Prediction]) -> str:
-    """One CSV row per segment: source, segment, start, end, text, label, one column per class,
-    modalities (``t+a+v``)."""
+    """One CSV row per segment: source, segment, start, end, text, text_source (as in the JSON:
+    "asr" machine-made, "given", empty without text), label, one column per class, modalities
+    (``t+a+v``)."""
     labels = _common_labels(predictions)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["source", "segment", "start", "end", "text", "label", *labels, "modalities"])
+    header = ["source", "segment", "start", "end", "text", "text_source", "label", *labels]
+    writer.writerow([*header, "modalities"])
     for p in predictions:
         for i, s in enumerate(p.segments):
             writer.writerow(
-                [p.source, i, _time(s.start), _time(s.end), s.text or "", s.label]
+                [p.source, i, _time(s.start), _time(s.end), s.text or "", s.text_source or ""]
+                + [s.label]
                 + [f"{s.probabilities[name]:.6f}" for name in labels]
                 + ["+".join(s.modalities)]
             )
