@@ -31,8 +31,8 @@ LOGIT_SCALE_MAX = math.log(1.0 / 0.01)
 # Inference batches are cut into chunks of about this many stage-1 tokens (3 frames of the paper
 # preset): on a 2-core EPYC, 3-5 frame chunks took 0.8x the time of one 15-frame batch.
 INFERENCE_CHUNK_TOKENS = 12288
-# Inside a chunk, each block works on slices of about this many tokens (see SwinV2Block).
-CHUNK_TOKENS = 4096
+# Inside a chunk, the transformer MLPs go through this many tokens at a time (see SwinV2Block).
+MLP_CHUNK_TOKENS = 1024
 
 
 def _tracing() -> bool:
@@ -132,11 +132,8 @@ class WindowAttention(nn.Module):
         bias = self.position_bias()
         return bias if mask is None else bias[None] + mask[:, None]
 
-    def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None, rows: slice | None = None
-    ) -> torch.Tensor:
-        """x [B*nW, N, C]; mask [nW, N, N] additive (0 / -100) or None; ``rows``: x holds only
-        these windows of one image (their rows of the mask)."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B*nW, N, C]; mask [nW, N, N] additive (0 / -100) or None."""
         bw, n, c = x.shape
         bias = torch.cat([self.q_bias, self.k_bias, self.v_bias])
         qkv = F.linear(x, self.qkv.weight, bias).view(bw, n, 3, self.num_heads, -1)
@@ -146,8 +143,6 @@ class WindowAttention(nn.Module):
         q = q * (scale * _inverse_norm(q))
         k = k * _inverse_norm(k)
         attn_bias = self.attention_bias(mask)
-        if mask is not None and rows is not None:
-            attn_bias = attn_bias[rows]
         windows = (-1, attn_bias.shape[0]) if mask is not None else (-1,)
         if self.sdpa if self.sdpa is not None else x.is_cuda:
             q, k, v = (t.reshape(*windows, *t.shape[1:]) for t in (q, k, v))
@@ -219,63 +214,36 @@ class SwinV2Block(nn.Module):
     def extra_repr(self) -> str:
         return f"grid={self.grid}->{self.out_grid}, window={self.window}, shift={self.shift}"
 
-    def _to_windows(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, grid^2, C] -> [N*nW, w*w, C], rolled by -shift first."""
+    def _window_attention(self, x: torch.Tensor) -> torch.Tensor:
         n, _, c = x.shape
         x = x.view(n, self.grid, self.grid, c)  # N, H, W, C
         if self.shift:
             x = torch.roll(x, shifts=(-self.shift, -self.shift), dims=(1, 2))
-        return window_partition(x, self.window)
-
-    def _from_windows(self, windows: torch.Tensor, n: int) -> torch.Tensor:
-        """Inverse of :meth:`_to_windows`: [N*nW, w*w, C] -> [N, grid^2, C]."""
+        windows = window_partition(x, self.window)  # N*nW, w*w, C
+        windows = self.attn(windows, self.attn_mask)
         x = window_reverse(windows, self.window, self.grid, self.grid)  # N, H, W, C
         if self.shift:
             x = torch.roll(x, shifts=(self.shift, self.shift), dims=(1, 2))
-        return x.reshape(n, self.grid * self.grid, -1)
-
-    def _window_attention(self, x: torch.Tensor) -> torch.Tensor:
-        return self._from_windows(self.attn(self._to_windows(x), self.attn_mask), x.shape[0])
+        return x.reshape(n, self.grid * self.grid, c)
 
     def forward(self, x: torch.Tensor, guidance: torch.Tensor | None = None) -> torch.Tensor:
         """x [N, grid^2, C] -> [N, out_grid^2, C]."""
-        fast = not (self.training or torch.is_grad_enabled() or _tracing())
-        if fast and self.vsc is None:
-            return self._infer_in_windows(x)
         x = x + self.drop_path(self.norm1(self._window_attention(x)))
         if self.vsc is not None:
             # NOTE(official-code): the authors' VSC blocks drop the attention residual and add a
             # LayerNorm without residual around VSC; we keep the standard post-norm residuals.
             x = self.vsc(x, guidance).tokens  # N, keep, C
-        if not fast:
+        if torch.is_grad_enabled() or _tracing():
             return x + self.drop_path(self.norm2(self.mlp(x)))
+        # Inference: the MLP runs on slices of MLP_CHUNK_TOKENS tokens, whose 4x-wide hidden
+        # activations stay in the CPU's cache (every op here is per token: same result).
         flat = x.reshape(-1, x.shape[-1])
         out = torch.empty_like(flat)
-        for part, dest in zip(flat.split(CHUNK_TOKENS), out.split(CHUNK_TOKENS), strict=True):
+        for part, dest in zip(
+            flat.split(MLP_CHUNK_TOKENS), out.split(MLP_CHUNK_TOKENS), strict=True
+        ):
             torch.add(part, self.norm2(self.mlp(part)), out=dest)
         return out.view_as(x)
-
-    def _infer_in_windows(self, x: torch.Tensor) -> torch.Tensor:
-        """The whole block (attention, norms, residuals, MLP) in window order, on slices of
-        about CHUNK_TOKENS tokens: after attention every op is per token, so the result is the
-        same, and a slice's activations (the MLP's 4x-wide ones above all) stay in the CPU's
-        cache instead of streaming through memory at every op."""
-        windows = self._to_windows(x)  # N*nW, w*w, C
-        n_windows = self.attn_mask.shape[0] if self.shift else 0
-        step = max(1, CHUNK_TOKENS // windows.shape[1])
-        if n_windows and step < n_windows:  # a slice stays inside one image's windows
-            step = max(d for d in range(1, step + 1) if n_windows % d == 0)
-        elif n_windows:
-            step -= step % n_windows
-        out = torch.empty_like(windows)
-        for start in range(0, windows.shape[0], step):
-            part = windows[start : start + step]
-            rows = None
-            if n_windows and step < n_windows:
-                rows = slice(start % n_windows, start % n_windows + step)
-            part = part + self.norm1(self.attn(part, self.attn_mask, rows))
-            torch.add(part, self.norm2(self.mlp(part)), out=out[start : start + step])
-        return self._from_windows(out, x.shape[0])
 
 
 class PatchEmbed(nn.Module):
