@@ -233,7 +233,7 @@ class SwinV2Block(nn.Module):
             # NOTE(official-code): the authors' VSC blocks drop the attention residual and add a
             # LayerNorm without residual around VSC; we keep the standard post-norm residuals.
             x = self.vsc(x, guidance).tokens  # N, keep, C
-        if torch.is_grad_enabled() or _tracing():
+        if self.training or torch.is_grad_enabled() or _tracing():  # drop path, autograd
             return x + self.drop_path(self.norm2(self.mlp(x)))
         # Inference: the MLP runs on slices of MLP_CHUNK_TOKENS tokens, whose 4x-wide hidden
         # activations stay in the CPU's cache (every op here is per token: same result).
