@@ -21,6 +21,7 @@ from transformers import Swinv2Config, Swinv2ForImageClassification
 
 from deepmsi.config import ModelConfig, model_preset
 from deepmsi.models import SwinV2
+from deepmsi.models.swin_v2_hf import hf_config_fields
 
 CASES = {  # name -> (preset, transformers overrides)
     "tiny": ("tiny", {}),
@@ -35,14 +36,7 @@ CASES = {  # name -> (preset, transformers overrides)
 
 def _transformers_model(cfg: ModelConfig, overrides: dict) -> Swinv2ForImageClassification:
     hf_cfg = Swinv2Config(
-        image_size=cfg.image_size,
-        patch_size=cfg.patch_size,
-        embed_dim=cfg.embed_dim,
-        depths=list(cfg.depths),
-        num_heads=list(cfg.num_heads),
-        window_size=cfg.window_size,
-        mlp_ratio=cfg.mlp_ratio,
-        drop_path_rate=0.0,
+        **hf_config_fields(cfg),
         **overrides,
     )
     torch.manual_seed(0)

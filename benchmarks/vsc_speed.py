@@ -85,17 +85,10 @@ def _peer_pair(cfg):
     from transformers import Swinv2Config, Swinv2Model
 
     from deepmsi.models.swin_v2 import SwinV2
-    from deepmsi.models.swin_v2_hf import HF_CPB_HIDDEN, load_hf_weights
+    from deepmsi.models.swin_v2_hf import HF_CPB_HIDDEN, hf_config_fields, load_hf_weights
 
     hf_cfg = Swinv2Config(
-        image_size=cfg.image_size,
-        patch_size=cfg.patch_size,
-        embed_dim=cfg.embed_dim,
-        depths=list(cfg.depths),
-        num_heads=list(cfg.num_heads),
-        window_size=cfg.window_size,
-        mlp_ratio=cfg.mlp_ratio,
-        drop_path_rate=0.0,
+        **hf_config_fields(cfg),
     )
     torch.manual_seed(0)
     hf = Swinv2Model(hf_cfg, add_pooling_layer=True).eval()

@@ -32,15 +32,10 @@ def hf_swinv2(cfg, **overrides):
     identity value a wrong mapping would survive)."""
     from transformers import Swinv2Config, Swinv2ForImageClassification
 
+    from deepmsi.models.swin_v2_hf import hf_config_fields
+
     hf_cfg = Swinv2Config(
-        image_size=cfg.image_size,
-        patch_size=cfg.patch_size,
-        embed_dim=cfg.embed_dim,
-        depths=list(cfg.depths),
-        num_heads=list(cfg.num_heads),
-        window_size=cfg.window_size,
-        mlp_ratio=cfg.mlp_ratio,
-        drop_path_rate=0.0,
+        **hf_config_fields(cfg),
         num_labels=3,
         **overrides,
     )

@@ -118,6 +118,21 @@ def architecture(hf_config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def hf_config_fields(cfg: ModelConfig) -> dict[str, Any]:
+    """The transformers ``Swinv2Config`` fields of ``cfg``'s backbone (the inverse of
+    :func:`architecture`; no drop path): to build the reference model of the same shape."""
+    return {
+        "image_size": cfg.image_size,
+        "patch_size": cfg.patch_size,
+        "embed_dim": cfg.embed_dim,
+        "depths": list(cfg.depths),
+        "num_heads": list(cfg.num_heads),
+        "window_size": cfg.window_size,
+        "mlp_ratio": cfg.mlp_ratio,
+        "drop_path_rate": 0.0,
+    }
+
+
 def pretrained_windows(hf_config: Mapping[str, Any]) -> tuple[int, ...]:
     """The window each stage's position-bias MLP was trained at.
 
