@@ -144,7 +144,7 @@ class WindowAttention(nn.Module):
         k = k * _inverse_norm(k)
         attn_bias = self.attention_bias(mask)
         windows = (-1, attn_bias.shape[0]) if mask is not None else (-1,)
-        if self.sdpa if self.sdpa is not None else x.is_cuda:
+        if x.is_cuda if self.sdpa is None else self.sdpa:
             q, k, v = (t.reshape(*windows, *t.shape[1:]) for t in (q, k, v))
             p = self.drop.p if self.training else 0.0
             out = F.scaled_dot_product_attention(q, k, v, attn_bias, dropout_p=p, scale=1.0)
