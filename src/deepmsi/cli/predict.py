@@ -10,6 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deepmsi.inference.predictor import Predictor
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -102,7 +106,6 @@ def add_asr_options(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from deepmsi.errors import ConfigError, DeepMSIError
-    from deepmsi.inference.predictor import Predictor
     from deepmsi.inference.results import format_csv, format_json, format_table
 
     if args.out is not None:
@@ -113,15 +116,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give an INPUT file, --text, or both")
     if len(inputs) > 1 and (args.text or args.subtitles):
         raise ConfigError("--text and --subtitles describe a single input; give one INPUT")
-    checkpoint = int(args.checkpoint) if args.checkpoint.isdigit() else args.checkpoint
-    predictor = Predictor.from_run(
-        args.run_dir,
-        checkpoint=checkpoint,
-        contributions=not args.no_contributions,
-        asr=args.asr,
-        vad=args.vad,
-    )
-    _print_card(predictor)
+    predictor = _load_predictor(args)
     predictions, failed = [], 0
     for item in inputs:
         try:
@@ -162,7 +157,23 @@ def _no_lists(inputs: list[Path]) -> None:
             )
 
 
-def _print_card(predictor) -> None:
+def _load_predictor(args: argparse.Namespace) -> Predictor:
+    """The run's predictor as the flags ask for it; its model card's summary goes to stderr."""
+    from deepmsi.inference.predictor import Predictor
+
+    checkpoint = int(args.checkpoint) if args.checkpoint.isdigit() else args.checkpoint
+    predictor = Predictor.from_run(
+        args.run_dir,
+        checkpoint=checkpoint,
+        contributions=not args.no_contributions,
+        asr=args.asr,
+        vad=args.vad,
+    )
+    _print_card(predictor)
+    return predictor
+
+
+def _print_card(predictor: Predictor) -> None:
     """The model card's one-line summary, on stderr: stdout carries only the predictions."""
     print(f"model: {predictor.card.summary()}", file=sys.stderr)
 
@@ -174,7 +185,6 @@ def _batch(args: argparse.Namespace) -> int:
     """``--out FILE``: every input (a folder, a CSV list or media files) to FILE."""
     from deepmsi.errors import ConfigError
     from deepmsi.inference.batch import list_inputs
-    from deepmsi.inference.predictor import Predictor
 
     clash = [
         f
@@ -195,15 +205,7 @@ def _batch(args: argparse.Namespace) -> int:
     if not args.inputs:
         raise ConfigError("--out needs INPUT: a folder, a CSV list or media files")
     items = list_inputs(args.inputs)  # a bad folder or list fails before the model loads
-    checkpoint = int(args.checkpoint) if args.checkpoint.isdigit() else args.checkpoint
-    predictor = Predictor.from_run(
-        args.run_dir,
-        checkpoint=checkpoint,
-        contributions=not args.no_contributions,
-        asr=args.asr,
-        vad=args.vad,
-    )
-    _print_card(predictor)
+    predictor = _load_predictor(args)
     result = predictor.predict_many(
         items, args.out, window=args.window, resume=not args.restart, progress=not args.no_progress
     )
