@@ -18,7 +18,6 @@ import contextlib
 import json
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -40,6 +39,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--balanced", action="store_true", help="the demo's recipe and mode first")
     args = p.parse_args()
+    torch.set_num_threads(1)
     shutil.rmtree(args.out, ignore_errors=True)
     model_cfg = model_preset("cpu", **{**MODEL, "modalities": args.modalities})
     train_cfg = train_preset("cpu", seed=args.seed, **TRAIN)
@@ -48,7 +48,7 @@ def main() -> None:
     model_cfg = model_cfg.replace(**json.loads(args.model))
     train_cfg = train_cfg.replace(**json.loads(args.train))
     t0 = time.perf_counter()
-    with reproducible() if args.balanced else _one_thread():
+    with reproducible() if args.balanced else contextlib.nullcontext():
         result = train(FeatureStore(args.cache), args.out, model_cfg, train_cfg, progress=False)
         report = evaluate(args.out, split="test", progress=False)
     row = {
@@ -63,12 +63,6 @@ def main() -> None:
         "seconds": round(time.perf_counter() - t0),
     }
     print(json.dumps(row))
-
-
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    torch.set_num_threads(1)
-    yield
 
 
 if __name__ == "__main__":

@@ -123,7 +123,6 @@ def _check_peers(peers, images) -> float:
 
 def _time_training(peers, images, repeats: int) -> dict[str, list[float]]:
     """Wall seconds of forward + backward (sum of the pooled output), interleaved."""
-    import torch
 
     wall: dict[str, list[float]] = {name: [] for name in PEERS}
     for model in peers.values():
@@ -138,7 +137,6 @@ def _time_training(peers, images, repeats: int) -> dict[str, list[float]]:
     finally:
         for model in peers.values():
             model.train(False)
-    torch.set_grad_enabled(True)
     return wall
 
 
