@@ -5,6 +5,19 @@ from __future__ import annotations
 import torch
 
 
+def grow_blocks(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every Swin-V2 block's residual post-norms the weights a trained model has: a fresh
+    backbone's blocks are the identity (zero norms), which would let a test of the attention or
+    MLP path pass without running it."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.split(".")[-2:-1] in (["norm1"], ["norm2"]):
+                centre = 1.0 if name.endswith("weight") else 0.0
+                p.copy_(centre + 0.1 * torch.randn(p.shape, generator=g))
+    return model
+
+
 def naive_shift_mask(grid: int, window: int, shift: int) -> torch.Tensor:
     """Reference built from first principles: after rolling by -shift, the token at rolled row r
     came from row (r + shift) % grid; two tokens of one window may attend to each other only when

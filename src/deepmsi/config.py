@@ -141,8 +141,15 @@ class ModelConfig(Options):
 
     @property
     def vsc_enabled(self) -> bool:
-        """True when the visual backbone exists and compresses stage 3."""
-        return self.vsc and "v" in self.modalities
+        """True when the visual backbone exists and compresses stage 3: ``vsc`` is on and text
+        or audio is there to guide it. Without guidance VSC would rank the tokens against their
+        own mean, keep the most ordinary ones and drop the expressive ones (the mouth), so the
+        video-only model does not compress (docs/balanced-training.md)."""
+        return (
+            self.vsc
+            and "v" in self.modalities
+            and ("t" in self.modalities or "a" in self.modalities)
+        )
 
     def stage_grids(self, vsc: bool | None = None) -> tuple[tuple[int, int], ...]:
         """Token grid side at the (input, output) of each stage; VSC shrinks stage 3's output."""

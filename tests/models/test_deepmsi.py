@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers_model import grow_blocks
 
 from deepmsi.config import model_preset
 from deepmsi.losses import DeepMSILoss
@@ -157,10 +158,25 @@ def test_vsc_off_is_a_plain_swin() -> None:
     assert model.video.backbone.stage_tokens()[2] == (36, 36)
 
 
+def test_video_only_model_does_not_compress() -> None:
+    """VSC ranks tokens against text + audio guidance; without either there is none."""
+    has_vsc = {
+        m: any(
+            isinstance(x, VisualSequenceCompression)
+            for x in DeepMSI(model_preset("tiny", modalities=m)).modules()
+        )
+        for m in ("v", "tv", "av", "tav")
+    }
+    assert has_vsc == {"v": False, "tv": True, "av": True, "tav": True}
+    assert not model_preset("tiny", modalities="v").vsc_enabled
+
+
 def test_gradients_reach_every_parameter_including_the_guidance() -> None:
     torch.manual_seed(0)
     cfg = model_preset("tiny")
-    model = DeepMSI(cfg).train()
+    # A fresh Swin-V2's blocks are the identity: their attention and MLP get a gradient once
+    # the residual norms have grown, as after a first step.
+    model = grow_blocks(DeepMSI(cfg)).train()
     batch, y = make_batch(cfg, b=8), labels_for(8, cfg.num_classes)
     present = {
         "text": torch.tensor([True] * 6 + [False] * 2),

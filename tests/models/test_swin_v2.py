@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers_model import naive_shift_mask
+from helpers_model import grow_blocks, naive_shift_mask
 
 from deepmsi.config import model_preset
 from deepmsi.models import swin_v2
@@ -208,6 +208,19 @@ def test_vsc_block_shrinks_the_grid() -> None:
     assert out.shape == (2, 16, 8)
 
 
+def test_a_fresh_backbone_starts_from_identity_blocks() -> None:
+    """As in the official Swin-V2, residual post-norms start at zero: a block trained from
+    scratch first passes its input through (docs/balanced-training.md)."""
+    torch.manual_seed(0)
+    model = SwinV2(model_preset("tiny"), vsc=False)
+    block = next(m for m in model.modules() if isinstance(m, SwinV2Block) and m.shift)
+    x = torch.randn(2, block.grid**2, block.norm1.weight.shape[0])
+    norms = [m.norm1.weight for m in model.modules() if isinstance(m, SwinV2Block)]
+    assert norms and all(not w.any() for w in norms)
+    torch.testing.assert_close(block(x), x, rtol=0, atol=0)
+    assert not torch.equal(grow_blocks(block)(x), x)  # the test would see a block that works
+
+
 @pytest.mark.parametrize("vsc", [False, True])
 def test_inference_path_equals_the_training_path(
     vsc: bool, monkeypatch: pytest.MonkeyPatch
@@ -216,7 +229,7 @@ def test_inference_path_equals_the_training_path(
     pooled output must not move (the path with autograd computes everything plainly)."""
     torch.manual_seed(0)
     cfg = model_preset("tiny")
-    model = SwinV2(cfg, vsc=vsc).eval()
+    model = grow_blocks(SwinV2(cfg, vsc=vsc)).eval()
     images = torch.randn(3, 3, cfg.image_size, cfg.image_size)
     guidance = torch.randn(3, model.guidance_dim)
     plain = model(images, guidance).detach()
@@ -248,7 +261,7 @@ def test_cached_attention_bias_follows_the_weights() -> None:
 def test_sdpa_kernel_equals_the_explicit_product(shifted: bool) -> None:
     """GPUs take torch's scaled-dot-product kernel; forced on here, it must agree."""
     torch.manual_seed(0)
-    block = SwinV2Block(dim=8, num_heads=2, grid=6, window=3, shifted=shifted).eval()
+    block = grow_blocks(SwinV2Block(dim=8, num_heads=2, grid=6, window=3, shifted=shifted)).eval()
     x = torch.randn(2, 36, 8)
     with torch.no_grad():
         explicit = block(x)
@@ -261,7 +274,7 @@ def test_sdpa_kernel_equals_the_explicit_product(shifted: bool) -> None:
 def test_inference_in_chunks_equals_one_batch(vsc: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     cfg = model_preset("tiny")
-    model = SwinV2(cfg, vsc=vsc).eval()
+    model = grow_blocks(SwinV2(cfg, vsc=vsc)).eval()
     images = torch.randn(7, 3, cfg.image_size, cfg.image_size)
     guidance = torch.randn(7, model.guidance_dim)
     with torch.no_grad():

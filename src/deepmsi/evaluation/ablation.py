@@ -88,8 +88,10 @@ class AblationResult:
             "|---|---|---|---:|---:|---:|",
         ]
         for r in self.rows:
+            guided = "t" in r.modalities or "a" in r.modalities  # VSC needs text or audio
+            vsc = ("on" if guided else "off (no guidance)") if r.vsc else "off"
             lines.append(
-                f"| {'+'.join(r.modalities.upper())} | {'on' if r.vsc else 'off'} | "
+                f"| {'+'.join(r.modalities.upper())} | {vsc} | "
                 f"{'on' if r.contrastive else 'off'} | {100 * r.accuracy:.2f} | "
                 f"{100 * r.weighted_f1:.2f} | {r.seconds_per_epoch:.1f} |"
             )

@@ -50,7 +50,7 @@ class VideoEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.image_size = cfg.image_size
-        self.backbone = SwinV2(cfg)
+        self.backbone = SwinV2(cfg, vsc=cfg.vsc_enabled)
         dropout = cfg.dropout if cfg.video_dropout is None else cfg.video_dropout
         self.tcn = TCN(self.backbone.num_features, cfg.tcn_channels, cfg.tcn_kernel, dropout)
         self.out_dim = self.tcn.out_dim
@@ -93,12 +93,12 @@ class DeepMSI(nn.Module):
         )
         guide_inputs: dict[str, int] = {n: dims[n] for n in ("text", "audio") if n in dims}
         self.guidance = None
-        if self.video is not None and cfg.vsc and guide_inputs:
+        if self.video is not None and cfg.vsc_enabled:
             self.guidance = Guidance(
                 guide_inputs, cfg.guidance_hidden, self.video.backbone.guidance_dim, cfg.dropout
             )
-        # NOTE(paper): with VSC but neither text nor audio (the V-only ablation) the tokens are
-        # scored against the mean visual token alone (zero guidance).
+        # NOTE(paper): VSC is guided by text + audio; the video-only model (the V ablation) has
+        # no guidance and runs its Swin-V2 uncompressed (ModelConfig.vsc_enabled).
         self.projections = nn.ModuleDict(
             {
                 n: ProjectionHead(d, cfg.projection_dim, cfg.projection_dropout)

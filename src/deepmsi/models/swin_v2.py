@@ -360,6 +360,14 @@ class SwinV2(nn.Module):
             raise ConfigError(f"model config: {err}") from err
         self.norm = nn.LayerNorm(self.num_features)
         self.apply(_init_weights)
+        # As in the official Swin-V2: every block starts as the identity (its residual post-norms
+        # are zero), so a backbone trained from scratch first passes the patch features through
+        # and grows its blocks from there (docs/balanced-training.md: the video branch learns).
+        for block in self.modules():
+            if isinstance(block, SwinV2Block):
+                for norm in (block.norm1, block.norm2):
+                    nn.init.zeros_(norm.weight)
+                    nn.init.zeros_(norm.bias)
 
     @classmethod
     def from_pretrained(cls, source: str, cfg: ModelConfig, vsc: bool | None = None) -> SwinV2:

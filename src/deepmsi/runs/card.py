@@ -206,7 +206,7 @@ def _model_facts(model_cfg, train_cfg, manifest: dict, context: dict | None) -> 
     video = None
     if "v" in model_cfg.modalities:
         video = {
-            "backbone": "Swin-V2 + VSC + TCN" if model_cfg.vsc else "Swin-V2 + TCN",
+            "backbone": "Swin-V2 + VSC + TCN" if model_cfg.vsc_enabled else "Swin-V2 + TCN",
             "embed_dim": model_cfg.embed_dim,
             "depths": list(model_cfg.depths),
             "initialised_from": train_cfg.video_backbone or "scratch",
