@@ -88,8 +88,7 @@ class AblationResult:
             "|---|---|---|---:|---:|---:|",
         ]
         for r in self.rows:
-            guided = "t" in r.modalities or "a" in r.modalities  # VSC needs text or audio
-            vsc = ("on" if guided else "off (no guidance)") if r.vsc else "off"
+            vsc = _vsc_cell(r)
             lines.append(
                 f"| {'+'.join(r.modalities.upper())} | {vsc} | "
                 f"{'on' if r.contrastive else 'off'} | {100 * r.accuracy:.2f} | "
@@ -102,6 +101,16 @@ class AblationResult:
             if (r.modalities, r.vsc, r.contrastive) == (modalities, vsc, contrastive):
                 return r
         raise KeyError(f"no ablation row for {modalities} vsc={vsc} contrastive={contrastive}")
+
+
+def _vsc_cell(row: AblationRow) -> str:
+    """What VSC did in that run: nothing without video; nothing without text or audio to guide
+    it (ModelConfig.vsc_enabled)."""
+    if "v" not in row.modalities:
+        return "-"
+    if row.vsc and not ("t" in row.modalities or "a" in row.modalities):
+        return "off (no guidance)"
+    return "on" if row.vsc else "off"
 
 
 def parse_variants(specs: Sequence[str]) -> list[Variant]:
