@@ -98,7 +98,7 @@ def probe(store: FeatureStore, variant: str, *, steps: int, seed: int) -> dict:
         "untrained_probe_dev_accuracy": round(100 * untrained, 1),
         "trained_dev_accuracy": round(100 * trained, 1),
         "majority_dev_accuracy": round(100 * majority, 1),
-        "final_train_loss": round(float(loss), 3),
+        "final_train_loss": round(loss.item(), 3),
         "seconds": round(time.perf_counter() - t0, 1),
     }
 
