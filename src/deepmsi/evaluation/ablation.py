@@ -105,12 +105,12 @@ class AblationResult:
 
 def _vsc_cell(row: AblationRow) -> str:
     """What VSC did in that run: nothing without video; nothing without text or audio to guide
-    it (ModelConfig.vsc_enabled)."""
+    it (``ModelConfig.vsc_enabled`` decides)."""
     if "v" not in row.modalities:
         return "-"
-    if row.vsc and not ("t" in row.modalities or "a" in row.modalities):
-        return "off (no guidance)"
-    return "on" if row.vsc else "off"
+    if not row.vsc:
+        return "off"
+    return "on" if ModelConfig(modalities=row.modalities).vsc_enabled else "off (no guidance)"
 
 
 def parse_variants(specs: Sequence[str]) -> list[Variant]:

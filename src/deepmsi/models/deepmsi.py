@@ -50,7 +50,7 @@ class VideoEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.image_size = cfg.image_size
-        self.backbone = SwinV2(cfg, vsc=cfg.vsc_enabled)
+        self.backbone = SwinV2(cfg)
         dropout = cfg.dropout if cfg.video_dropout is None else cfg.video_dropout
         self.tcn = TCN(self.backbone.num_features, cfg.tcn_channels, cfg.tcn_kernel, dropout)
         self.out_dim = self.tcn.out_dim

@@ -332,12 +332,13 @@ class SwinV2Stage(nn.Module):
 class SwinV2(nn.Module):
     """The per-frame visual backbone: [N, 3, S, S] (normalised) -> [N, C_last] pooled feature.
 
-    ``guidance`` [N, C3] (C3 = width of stage 3) steers VSC; it is ignored without VSC.
+    ``guidance`` [N, C3] (C3 = width of stage 3) steers VSC; it is ignored without VSC. ``vsc``
+    None follows ``cfg.vsc_enabled`` (no VSC for a config without text or audio to guide it).
     """
 
     def __init__(self, cfg: ModelConfig, vsc: bool | None = None) -> None:
         super().__init__()
-        vsc = cfg.vsc if vsc is None else vsc
+        vsc = cfg.vsc_enabled if vsc is None else vsc
         self.config = cfg
         self.uses_vsc = vsc
         dims = cfg.stage_dims
