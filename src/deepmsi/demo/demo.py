@@ -21,7 +21,10 @@ log = logging.getLogger(__name__)
 # The demo's sizes, chosen so the whole demo stays well under 10 minutes on 2 cores while the
 # synthetic cues are learnable (see ``deepmsi.demo.synthetic``): small faces, few frames, and a
 # smaller video backbone than the cpu preset's.
-CORPUS = {"dialogues": 100, "seconds": 1.2, "fps": 10, "size": 112}
+# Dialogues per split: train as large as the time allows; dev and test large enough that one
+# utterance moves weighted F1 by less than half a point (with 63 dev and 103 test utterances, the
+# standard error of a score was about 5 points, above the gains the demo is meant to show).
+CORPUS = {"splits": (70, 30, 50), "seconds": 1.2, "fps": 10, "size": 112}
 PREPARE: dict[str, Any] = {"frames": 4, "image_size": 48}
 MODEL = {
     "patch_size": 3,  # 48 px -> token grids 16/8/4/2
