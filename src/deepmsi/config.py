@@ -326,14 +326,21 @@ def train_preset(name: str, **overrides: Any) -> TrainConfig:
 # on the demo): the paper's dropouts, meant for a pretrained backbone, keep the visual branch at
 # the majority class, so they are off; each modality is hidden half the time so the fusion cannot
 # rest on text and audio alone; BatchNorm statistics are re-estimated with each epoch's weights;
-# the video branch learns at a quarter of the rate (it diverges at the heads' rate).
+# the video branch learns at a quarter of the rate (it diverges at the heads' rate); a classifier
+# on each projection gives every branch a cross-entropy of its own, so the fused model's video
+# branch learns as a video-only model's does instead of waiting for the fusion to need it.
 BALANCED_MODEL: dict[str, Any] = {
     "dropout": 0.0,
     "drop_path": 0.0,
     "projection_dropout": 0.0,
     "modality_dropout": 0.5,
+    "unimodal_heads": True,
 }
-BALANCED_TRAIN: dict[str, Any] = {"precise_bn": True, "video_lr_scale": 0.25}
+BALANCED_TRAIN: dict[str, Any] = {
+    "precise_bn": True,
+    "video_lr_scale": 0.25,
+    "unimodal_weight": 1.0,
+}
 
 
 def balanced(model: ModelConfig, train: TrainConfig) -> tuple[ModelConfig, TrainConfig]:

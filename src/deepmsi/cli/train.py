@@ -51,7 +51,8 @@ def add_config_options(p: argparse.ArgumentParser, *, modalities: bool = True) -
         "--balanced",
         action="store_true",
         help="balanced multimodal training for a video branch learning from scratch: no "
-        "dropout, modality dropout 0.5, precise BatchNorm, video at 1/4 of the learning rate "
+        "dropout, modality dropout 0.5, precise BatchNorm, video at 1/4 of the learning rate, "
+        "a classifier head per modality (weight 1) "
         "(other options given still apply on top); off: the paper's training",
     )
     g.add_argument("--epochs", type=int)
