@@ -63,7 +63,10 @@ ALL_VARIANTS: tuple[Variant, ...] = (
 
 @dataclass(frozen=True)
 class AblationRow:
-    """One row of ``ablation.json``; scores are fractions in [0, 1] on the test split."""
+    """One row of ``ablation.json``; scores are fractions in [0, 1] on the test split.
+
+    ``vsc`` is the variant's switch; ``vsc_ran`` says whether the run compressed stage 3 (the
+    model config can turn VSC off, and a run without text or audio does not use it)."""
 
     modalities: str
     vsc: bool
@@ -71,6 +74,7 @@ class AblationRow:
     accuracy: float
     weighted_f1: float
     seconds_per_epoch: float
+    vsc_ran: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,12 +109,12 @@ class AblationResult:
 
 def _vsc_cell(row: AblationRow) -> str:
     """What VSC did in that run: nothing without video; nothing without text or audio to guide
-    it (``ModelConfig.vsc_enabled`` decides)."""
+    it; nothing where the variant or the model config turned it off."""
     if "v" not in row.modalities:
         return "-"
-    if not row.vsc:
-        return "off"
-    return "on" if ModelConfig(modalities=row.modalities).vsc_enabled else "off (no guidance)"
+    if row.vsc_ran:
+        return "on"
+    return "off" if ModelConfig(modalities=row.modalities).vsc_enabled else "off (no guidance)"
 
 
 def parse_variants(specs: Sequence[str]) -> list[Variant]:
@@ -163,7 +167,7 @@ def ablate(
         run_dir = Path(reuse[v]) if reuse and v in reuse else out / "runs" / v.name
         log.info("ablation %d/%d: %s", i, len(variants), v.title)
         if not (reuse and v in reuse):
-            mc = model_config.replace(modalities=v.modalities, vsc=v.vsc)
+            mc = model_config.replace(modalities=v.modalities, vsc=model_config.vsc and v.vsc)
             tc = train_config if v.contrastive else train_config.replace(contrastive_weight=0.0)
             train(store, run_dir, mc, tc, resume=resume, progress=progress)
         run = load_run(run_dir)
@@ -174,7 +178,13 @@ def ablate(
         spe = sum(h["seconds"] for h in history) / len(history) if history else 0.0
         rows.append(
             AblationRow(
-                v.modalities, v.vsc, v.contrastive, report.accuracy, report.weighted_f1, spe
+                v.modalities,
+                v.vsc,
+                v.contrastive,
+                report.accuracy,
+                report.weighted_f1,
+                spe,
+                vsc_ran=run.model_config.vsc_enabled,
             )
         )
         log.info(
