@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from helpers_model import grow_blocks, naive_shift_mask
 
-from deepmsi.config import model_preset
+from deepmsi.config import VSC_STAGE, model_preset
 from deepmsi.models import swin_v2
 from deepmsi.models.swin_v2 import PatchMerging, SwinV2, SwinV2Block, WindowAttention
 from deepmsi.models.vsc import VisualSequenceCompression
@@ -271,15 +271,20 @@ def test_sdpa_kernel_equals_the_explicit_product(shifted: bool) -> None:
 
 
 @pytest.mark.parametrize("vsc", [False, True])
-def test_inference_in_chunks_equals_one_batch(vsc: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("budget_stage", [0, VSC_STAGE])
+def test_inference_in_chunks_equals_one_batch(
+    vsc: bool, budget_stage: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of 3 frames at the stage whose tokens set the budget: stages 1-2 in chunks of 3
+    (stages 3-4 whole), or stages 3-4 in chunks of 3 (each made of 1-frame early chunks)."""
     torch.manual_seed(0)
     cfg = model_preset("tiny")
     model = grow_blocks(SwinV2(cfg, vsc=vsc)).eval()
     images = torch.randn(7, 3, cfg.image_size, cfg.image_size)
     guidance = torch.randn(7, model.guidance_dim)
     with torch.no_grad():
-        whole = model._forward(images, guidance)
-        tokens = model.stage_tokens()[0][0]
+        whole = model._late(model._early(images), guidance)
+        tokens = model.stage_tokens()[budget_stage][0]
         monkeypatch.setattr(swin_v2, "INFERENCE_CHUNK_TOKENS", 3 * tokens)  # chunks of 3, 3, 1
         chunked = model(images, guidance)
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5)  # GEMM rounding only

@@ -395,20 +395,33 @@ class SwinV2(nn.Module):
     def forward(self, images: torch.Tensor, guidance: torch.Tensor | None = None) -> torch.Tensor:
         """images [N, 3, S, S], guidance [N, C3] or None -> [N, C_last].
 
-        Without autograd, frames go through in chunks of about ``INFERENCE_CHUNK_TOKENS`` stage-1
-        tokens: every op is per frame, so the result is the same, and a chunk's activations stay
-        in the CPU's cache instead of streaming the whole batch's through memory at each op.
+        Without autograd, frames go through in chunks of about ``INFERENCE_CHUNK_TOKENS`` tokens:
+        every op is per frame, so the result is the same, and a chunk's activations stay in the
+        CPU's cache instead of streaming the whole batch's through memory at each op. Stages 1-2
+        are cut by their stage-1 tokens; stages 3-4, whose token maps are 16x smaller (and smaller
+        again with VSC), by their stage-3 tokens, so that their small ops run on many frames at
+        once instead of paying each op's fixed cost per few frames.
         """
-        chunk = max(1, INFERENCE_CHUNK_TOKENS // self.stage_tokens()[0][0])
-        if _tracing() or torch.is_grad_enabled() or images.shape[0] <= chunk:
-            return self._forward(images, guidance)
-        frames = images.split(chunk)
-        guides = guidance.split(chunk) if guidance is not None else [None] * len(frames)
-        return torch.cat([self._forward(x, g) for x, g in zip(frames, guides, strict=True)])
+        early = max(1, INFERENCE_CHUNK_TOKENS // self.stage_tokens()[0][0])
+        if _tracing() or torch.is_grad_enabled() or images.shape[0] <= early:
+            return self._late(self._early(images), guidance)
+        late = max(early, INFERENCE_CHUNK_TOKENS // self.stage_tokens()[VSC_STAGE][0])
+        guides = guidance.split(late) if guidance is not None else None
+        out = []
+        for i, frames in enumerate(images.split(late)):
+            x = torch.cat([self._early(part) for part in frames.split(early)])
+            out.append(self._late(x, None if guides is None else guides[i]))
+        return torch.cat(out)
 
-    def _forward(self, images: torch.Tensor, guidance: torch.Tensor | None) -> torch.Tensor:
+    def _early(self, images: torch.Tensor) -> torch.Tensor:
+        """Patch embedding and the stages before VSC's (which need no guidance)."""
         x = self.patch_embed(images)  # N, L, C
-        for stage in self.stages:
+        for stage in self.stages[:VSC_STAGE]:
+            x = stage(x)
+        return x
+
+    def _late(self, x: torch.Tensor, guidance: torch.Tensor | None) -> torch.Tensor:
+        for stage in self.stages[VSC_STAGE:]:
             x = stage(x, guidance)
         return self.norm(x).mean(dim=1)
 
