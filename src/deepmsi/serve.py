@@ -66,10 +66,11 @@ def create_app(
     predictor: _PredictorLike | None = None,
     asr: str | None = None,
     vad: str = "auto",
+    precision: str = "fp32",
 ) -> FastAPI:
     """A FastAPI app serving the run in ``run_dir`` (models loaded once, here). ``asr`` (a
     speech recogniser's SOURCE) transcribes uploads sent without a transcript; ``vad`` picks the
-    speech detector that cuts long uploads.
+    speech detector that cuts long uploads; ``precision`` the video backbone's arithmetic.
 
     ``predictor`` replaces loading from ``run_dir`` (tests, or a predictor already in memory).
     Predictions run one at a time in a worker thread, so concurrent clients queue instead of
@@ -80,7 +81,7 @@ def create_app(
             raise ValueError("create_app needs run_dir or predictor")
         from deepmsi.inference.predictor import Predictor
 
-        predictor = Predictor.from_run(run_dir, asr=asr, vad=vad)
+        predictor = Predictor.from_run(run_dir, asr=asr, vad=vad, precision=precision)
     max_bytes = int(max_upload_mb * 1024 * 1024)
     lock = threading.Lock()
     page = resources.files("deepmsi").joinpath("web/index.html").read_text(encoding="utf-8")

@@ -59,3 +59,14 @@ def test_evaluate_refuses_an_incompatible_cache(tiny, tmp_path, capsys):
     assert main(["evaluate", "--run", str(tiny.run_dir), "--cache", str(other)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and str(other) in err and "the run expects" in err
+
+
+def test_evaluate_in_bf16_says_so(tiny, tmp_path, capsys):
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--run", str(tiny.run_dir), "--split", "all", "--out", str(out)]
+    assert main([*argv, "--precision", "bf16"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["precision"] == "bf16"
+    assert "video backbone in bf16" in capsys.readouterr().out
+    assert main(argv) == 0  # the default puts the run's backbone back in fp32
+    assert json.loads((out / "report.json").read_text())["precision"] == "fp32"

@@ -280,3 +280,16 @@ def test_cli_minute_long_video_with_srt(tiny, tmp_path, capsys):
     assert got == pytest.approx([t for a, b, _ in cues for t in (a, b)], abs=0.006)  # 2 decimals
     assert all(r["modalities"] == "text+audio+video" for r in rows)
     assert png.stat().st_size > 10_000
+
+
+def test_bf16_predictor_runs_its_backbone_in_bf16(tiny):
+    from deepmsi.inference.predictor import Predictor
+    from deepmsi.models import SwinV2
+
+    fast = Predictor.from_run(tiny.run_dir, precision="bf16", contributions=False)
+    backbones = [m for m in fast.model.modules() if isinstance(m, SwinV2)]
+    assert backbones and all(m.precision == "bf16" for m in backbones)
+    pred = fast.predict(tiny.clips[0], text=tiny.texts[0])
+    assert abs(sum(pred.probabilities.values()) - 1.0) < 1e-5
+    with pytest.raises(ConfigError, match="precision must be one of fp32, bf16"):
+        Predictor.from_run(tiny.run_dir, precision="half")

@@ -31,6 +31,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint", default="best", help="best (default), last or an epoch number")
     p.add_argument("--batch-size", type=int, default=64)
+    from deepmsi.cli.predict import add_precision_option
+
+    add_precision_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,7 +48,13 @@ def run(args: argparse.Namespace) -> int:
         tag = "" if data is None else "-" + Path(str(data).rpartition(":")[2]).name
         out = args.run / f"eval{tag}-{args.split}"
     report = evaluate(
-        trained, data, args.split, args.label_map, out=out, batch_size=args.batch_size
+        trained,
+        data,
+        args.split,
+        args.label_map,
+        out=out,
+        batch_size=args.batch_size,
+        precision=args.precision,
     )
     print(report.table())
     print(f"wrote {out}/report.json and {out}/confusion.png; model card: {args.run}/MODEL_CARD.md")

@@ -46,6 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "without subtitles or a window); --no-speech classifies a long input whole",
     )
     add_asr_options(p)
+    add_precision_option(p)
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON (a list, one per input)")
     fmt.add_argument("--csv", action="store_true", help="print CSV, one row per segment")
@@ -84,6 +85,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         choices=("raise", "skip"),
         default="raise",
         help="skip: report an unusable input and go on with the others",
+    )
+
+
+def add_precision_option(p: argparse.ArgumentParser) -> None:
+    """--precision, shared by predict, serve and evaluate."""
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="arithmetic of the video backbone: bf16 is about twice as fast on CPUs with bf16 "
+        "instructions (AVX-512 BF16, AMX) and on GPUs, at a small cost in accuracy",
     )
 
 
@@ -168,6 +180,7 @@ def _load_predictor(args: argparse.Namespace) -> Predictor:
         contributions=not args.no_contributions,
         asr=args.asr,
         vad=args.vad,
+        precision=args.precision,
     )
     _print_card(predictor)
     return predictor

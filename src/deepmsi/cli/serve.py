@@ -28,9 +28,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="connections served at once; more are answered 503 (default 32). Each may hold an "
         "upload of up to --max-upload-mb in the temporary folder while it waits its turn",
     )
-    from deepmsi.cli.predict import add_asr_options
+    from deepmsi.cli.predict import add_asr_options, add_precision_option
 
     add_asr_options(p)
+    add_precision_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +39,13 @@ def run(args: argparse.Namespace) -> int:
 
     from deepmsi.serve import create_app
 
-    app = create_app(args.run_dir, max_upload_mb=args.max_upload_mb, asr=args.asr, vad=args.vad)
+    app = create_app(
+        args.run_dir,
+        max_upload_mb=args.max_upload_mb,
+        asr=args.asr,
+        vad=args.vad,
+        precision=args.precision,
+    )
     print(f"serving {args.run_dir} on http://{args.host}:{args.port}/ (Ctrl-C to stop)")
     uvicorn.run(
         app,

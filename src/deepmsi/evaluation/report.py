@@ -20,6 +20,7 @@ class Report:
     the run's label set (after ``label_map``), which are not scored. ``context`` says how the
     predictions were made: "none" (utterance by utterance, the paper's model), "online" (each
     turn read with the earlier turns of its dialogue) or "offline" (with the whole dialogue).
+    ``precision`` is the video backbone's arithmetic ("fp32", or "bf16" when asked for).
     """
 
     labels: list[str]
@@ -32,6 +33,7 @@ class Report:
     utterances: int
     left_out: dict[str, int] = field(default_factory=dict)
     context: str = "none"
+    precision: str = "fp32"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,6 +64,8 @@ class Report:
         if self.context != "none":
             how = "past turns only" if self.context == "online" else "whole dialogue"
             lines.append(f"dialogue context: {self.context} ({how}, within the split)")
+        if self.precision != "fp32":
+            lines.append(f"video backbone in {self.precision}")
         if self.left_out:
             dropped = ", ".join(f"{k} {v}" for k, v in sorted(self.left_out.items()))
             lines.append(f"left out (label not in the run's set): {dropped}")

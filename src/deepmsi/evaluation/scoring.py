@@ -18,6 +18,7 @@ from deepmsi.errors import ConfigError, DataError
 from deepmsi.evaluation.labelmap import map_labels, read_label_map
 from deepmsi.evaluation.report import Report
 from deepmsi.metrics import compute_metrics
+from deepmsi.models import SwinV2, set_precision
 from deepmsi.runs.card import OWN, current_command, evaluation_entry, refresh_card
 from deepmsi.runs.folder import Run, load_run
 from deepmsi.runs.predict import context_probabilities, predict_dataset
@@ -106,7 +107,14 @@ def score(
                 progress=progress,
             )
     m = compute_metrics(dataset.targets, probs.argmax(axis=1), run.labels.names)
-    return Report(**m.to_dict(), split=split, left_out=left_out, context=run.context_mode)
+    precision = next((v.precision for v in run.model.modules() if isinstance(v, SwinV2)), "fp32")
+    return Report(
+        **m.to_dict(),
+        split=split,
+        left_out=left_out,
+        context=run.context_mode,
+        precision=precision,
+    )
 
 
 def prepare_for_run(run: Run, dataset: Dataset | str, cache_dir: str | Path):
@@ -133,6 +141,7 @@ def evaluate(
     cache_dir: str | Path | None = None,
     batch_size: int = 64,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> Report:
     """Score a run on ``split`` of ``data`` and (with ``out``) write report.json + confusion.png.
 
@@ -140,12 +149,13 @@ def evaluate(
     ``Dataset``/dataset spec (``meld:DIR``...), which is prepared first with the run's encoders
     into ``cache_dir`` (default ``out/cache``, else a temporary folder). ``split="all"`` scores
     every labelled utterance. ``label_map`` (a mapping or a JSON/CSV file) renames the data's
-    labels onto the run's label set.
+    labels onto the run's label set. ``precision`` "bf16" runs the video backbone in bfloat16.
     """
     from deepmsi.data.cache import FeatureCache
 
     if not isinstance(run, Run):
         run = load_run(run)
+    set_precision(run.model, precision)
     if isinstance(label_map, (str, Path)):
         label_map = read_label_map(label_map)
     tmp = None

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepmsi.nn import float32_region
+
 
 @dataclass
 class Compressed:
@@ -44,7 +46,14 @@ class VisualSequenceCompression(nn.Module):
         return f"keep={self.keep}, threshold={self.threshold}, alpha={self.alpha}"
 
     def forward(self, x: torch.Tensor, guidance: torch.Tensor | None = None) -> Compressed:
-        """x [N, L, C] and guidance [N, C] (None: score against the mean token alone)."""
+        """x [N, L, C] and guidance [N, C] (None: score against the mean token alone).
+
+        Always in float32, also under bf16 autocast: bf16's rounding of the scores would change
+        which tokens are kept, a discrete change far larger than the rounding itself."""
+        with float32_region(x.device):
+            return self._compress(x.float(), None if guidance is None else guidance.float())
+
+    def _compress(self, x: torch.Tensor, guidance: torch.Tensor | None) -> Compressed:
         n, length, c = x.shape
         if self.keep >= length:
             raise ValueError(f"cannot keep {self.keep} of {length} tokens")

@@ -1,5 +1,6 @@
 """Generic neural-network blocks, independent of the DeepMSI architecture."""
 
+from deepmsi.nn.autocast import float32_region
 from deepmsi.nn.drop_path import DropPath
 from deepmsi.nn.feature_norm import FeatureNorm
 from deepmsi.nn.mlp import BatchNorm1d, Mlp, MlpHead, ProjectionHead
@@ -13,6 +14,7 @@ __all__ = [
     "MlpHead",
     "ProjectionHead",
     "fit_window",
+    "float32_region",
     "shifted_window_mask",
     "window_partition",
     "window_reverse",
