@@ -271,6 +271,15 @@ def test_sdpa_kernel_equals_the_explicit_product(shifted: bool) -> None:
     torch.testing.assert_close(fused, explicit, rtol=0, atol=1e-5)
 
 
+def _tiny_backbone(vsc: bool, frames: int) -> tuple[SwinV2, torch.Tensor, torch.Tensor]:
+    """A grown tiny-preset backbone in eval mode, ``frames`` random images and guidance."""
+    torch.manual_seed(0)
+    cfg = model_preset("tiny")
+    model = grow_blocks(SwinV2(cfg, vsc=vsc)).eval()
+    images = torch.randn(frames, 3, cfg.image_size, cfg.image_size)
+    return model, images, torch.randn(frames, model.guidance_dim)
+
+
 @pytest.mark.parametrize("vsc", [False, True])
 @pytest.mark.parametrize("budget_stage", [0, VSC_STAGE])
 def test_inference_in_chunks_equals_one_batch(
@@ -278,11 +287,7 @@ def test_inference_in_chunks_equals_one_batch(
 ) -> None:
     """Chunks of 3 frames at the stage whose tokens set the budget: stages 1-2 in chunks of 3
     (stages 3-4 whole), or stages 3-4 in chunks of 3 (each made of 1-frame early chunks)."""
-    torch.manual_seed(0)
-    cfg = model_preset("tiny")
-    model = grow_blocks(SwinV2(cfg, vsc=vsc)).eval()
-    images = torch.randn(7, 3, cfg.image_size, cfg.image_size)
-    guidance = torch.randn(7, model.guidance_dim)
+    model, images, guidance = _tiny_backbone(vsc, frames=7)
     with torch.no_grad():
         whole = model._late(model._early(images), guidance)
         tokens = model.stage_tokens()[budget_stage][0]
@@ -297,11 +302,7 @@ def test_inference_in_chunks_equals_one_batch(
 def test_bf16_inference_is_close_and_leaves_training_in_fp32(vsc: bool) -> None:
     """bf16 autocast is an inference option: float32 features within bf16's rounding, the
     position bias kept in float32, and autograd (training) untouched."""
-    torch.manual_seed(0)
-    cfg = model_preset("tiny")
-    model = grow_blocks(SwinV2(cfg, vsc=vsc)).eval()
-    images = torch.randn(5, 3, cfg.image_size, cfg.image_size)
-    guidance = torch.randn(5, model.guidance_dim)
+    model, images, guidance = _tiny_backbone(vsc, frames=5)
     with torch.no_grad():
         exact = model(images, guidance)
         swin_v2.set_precision(model, "bf16")
