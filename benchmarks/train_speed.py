@@ -80,10 +80,12 @@ class _Trainer:
         import torch
 
         from deepmsi.losses import DeepMSILoss
-        from deepmsi.models import DeepMSI
+        from deepmsi.models import DeepMSI, set_precision
 
         torch.manual_seed(0)
         self.model = DeepMSI(cfg).train()
+        self.precision = train_cfg.precision
+        set_precision(self.model, self.precision)
         self.criterion = DeepMSILoss(train_cfg.contrastive_weight, train_cfg.temperature)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay
@@ -96,10 +98,13 @@ class _Trainer:
         import torch
         from torch import nn
 
+        from deepmsi.nn import autocast
+
         torch.manual_seed(seed)
         c0, t0 = time.process_time(), time.perf_counter()
-        out = self.model(text=batch["text"], audio=batch["audio"], frames=batch["frames"])
-        loss = self.criterion(out, batch["labels"])
+        with autocast(self.precision, torch.device("cpu")):
+            out = self.model(text=batch["text"], audio=batch["audio"], frames=batch["frames"])
+            loss = self.criterion(out, batch["labels"])
         self.optimizer.zero_grad(set_to_none=True)
         loss.total.backward()
         if self.grad_clip > 0:
@@ -129,7 +134,7 @@ def measure(args: argparse.Namespace) -> dict:
 
     from deepmsi.config import train_preset
 
-    train_cfg = train_preset("cpu", batch_size=args.batch)
+    train_cfg = train_preset("cpu", batch_size=args.batch, precision=args.precision)
     cfgs = {mode: _config(mode == "on", {}) for mode in MODES}
     trainers = {mode: _Trainer(cfg, train_cfg) for mode, cfg in cfgs.items()}
     batches = _batches(cfgs["on"], args.batch, N_BATCHES)
@@ -173,7 +178,14 @@ def measure(args: argparse.Namespace) -> dict:
         },
         "train": {
             k: train_cfg.to_dict()[k]
-            for k in ("batch_size", "lr", "weight_decay", "grad_clip", "contrastive_weight")
+            for k in (
+                "batch_size",
+                "lr",
+                "weight_decay",
+                "grad_clip",
+                "contrastive_weight",
+                "precision",
+            )
         },
         "modality_dropout": cfg.modality_dropout,
         "warmup_steps": args.warmup,
@@ -272,6 +284,7 @@ def main() -> None:
     )
     parser.add_argument("--budget-minutes", type=float, default=30.0, help="epoch budget checked")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     parser.add_argument("--record", action="store_true", help="record rows in results.json")
     args = parser.parse_args()
@@ -291,10 +304,12 @@ def _record(result: dict) -> None:
     from results import Row, command_line, record
 
     load = result["load_average_at_start"][0]
+    precision = result["train"].get("precision", "fp32")
+    suffix = "" if precision == "fp32" else f".{precision}"
     rows = []
     for mode, stats in result["modes"].items():
         note = (
-            f"cpu preset T+A+V, batch {result['train']['batch_size']}, "
+            f"cpu preset T+A+V, {precision}, batch {result['train']['batch_size']}, "
             f"{result['torch_threads']} torch thread(s); extrapolated from "
             f"{result['measured_steps']} measured steps (mean {stats['mean_s_per_step']:.2f} "
             f"s/step) to {result['steps_per_epoch']} steps; load average {load:.1f} at start; "
@@ -302,7 +317,7 @@ def _record(result: dict) -> None:
         )
         rows.append(
             Row(
-                f"speed.train_cpu_preset.vsc_{mode}",
+                f"speed.train_cpu_preset.vsc_{mode}{suffix}",
                 "MELD-sized (10,000 utterances)",
                 "tav",
                 "minutes_per_epoch",

@@ -22,6 +22,7 @@ from deepmsi.errors import ConfigError
 from deepmsi.modalities import names_of, parse_modalities
 
 VSC_STAGE = 2  # VSC runs in the third Swin stage, as in the paper.
+PRECISIONS = ("fp32", "bf16")  # arithmetic of the model's matmuls (bf16: autocast)
 CONTEXT_MODES = ("none", "online", "offline")
 
 
@@ -243,7 +244,8 @@ class TrainConfig(Options):
     :mod:`deepmsi.training.context`): "online" reads past turns only, "offline" the whole
     dialogue. ``video_backbone`` starts a new run's Swin-V2 from pretrained weights (a Hugging
     Face id or a local folder in the transformers Swinv2 layout; empty: from scratch, as the
-    authors did); the run's model config then records the pretrained windows.
+    authors did); the run's model config then records the pretrained windows. ``precision``
+    "bf16" trains (and scores dev) under bf16 autocast, weights and optimiser kept in float32.
 
     Balanced multimodal training (off in the paper's recipe; docs/balanced-training.md):
     ``unimodal_weight`` weighs the unimodal heads' cross-entropy (the model needs
@@ -276,6 +278,7 @@ class TrainConfig(Options):
     device: str = "auto"
     context: str = "none"
     video_backbone: str = ""
+    precision: str = "fp32"
 
     def check(self) -> None:
         checks = {
@@ -297,6 +300,7 @@ class TrainConfig(Options):
             "keep_checkpoints": self.keep_checkpoints >= 0,
             "device": self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda"),
             "context": self.context in CONTEXT_MODES,
+            "precision": self.precision in PRECISIONS,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:

@@ -236,3 +236,23 @@ def test_kfold10_never_selects_on_the_scored_fold(cache, tmp_path, monkeypatch):
     wf1 = [f.report.weighted_f1 for f in result.folds]
     assert summary["mean"]["weighted_f1"] == pytest.approx(np.mean(wf1))
     assert summary["std"]["weighted_f1"] == pytest.approx(np.std(wf1, ddof=1))
+
+
+def test_bf16_training_runs_under_autocast_with_float32_weights(cache, tmp_path, monkeypatch):
+    seen = []
+    real = train_mod.DeepMSILoss.__call__
+
+    def spy(self, out, labels):  # what the loss sees: logits made under bf16 autocast
+        seen.append((out.logits.dtype, torch.is_autocast_enabled("cpu")))
+        return real(self, out, labels)
+
+    monkeypatch.setattr(train_mod.DeepMSILoss, "__call__", spy)
+    cfg = train_preset("tiny", epochs=1, precision="bf16")
+    result = train(cache, tmp_path / "bf16", _model(), cfg, progress=False)
+    assert seen and all(autocast for _, autocast in seen)
+    assert np.isfinite(result.history[0]["train_loss"])
+    run = load_run(tmp_path / "bf16")
+    assert all(p.dtype == torch.float32 for p in run.model.parameters())
+    assert run.train_config.precision == "bf16"  # recorded; prediction defaults to fp32
+    with pytest.raises(ConfigError, match="precision"):
+        train_preset("tiny", precision="fp16")

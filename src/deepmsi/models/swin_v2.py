@@ -15,12 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepmsi.config import VSC_STAGE, ModelConfig
+from deepmsi.config import PRECISIONS, VSC_STAGE, ModelConfig
 from deepmsi.errors import ConfigError
 from deepmsi.models.vsc import VisualSequenceCompression
 from deepmsi.nn import (
     DropPath,
     Mlp,
+    autocast,
     fit_window,
     float32_region,
     shifted_window_mask,
@@ -34,9 +35,6 @@ LOGIT_SCALE_MAX = math.log(1.0 / 0.01)
 INFERENCE_CHUNK_TOKENS = 12288
 # Inside a chunk, the transformer MLPs go through this many tokens at a time (see SwinV2Block).
 MLP_CHUNK_TOKENS = 1024
-# Arithmetic the backbone can run inference in (``SwinV2.precision``): bf16 autocasts matmuls,
-# convolutions and attention (CPUs with AVX-512 BF16 or AMX, GPUs); training and export stay fp32.
-PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def _tracing() -> bool:
@@ -353,7 +351,9 @@ class SwinV2(nn.Module):
         vsc = cfg.vsc_enabled if vsc is None else vsc
         self.config = cfg
         self.uses_vsc = vsc
-        self.precision = "fp32"  # inference arithmetic, a key of PRECISIONS (set_precision)
+        # Inference arithmetic, one of config.PRECISIONS (set_precision); bf16 autocasts matmuls,
+        # convolutions and attention (CPUs with AVX-512 BF16 or AMX, GPUs); export stays fp32.
+        self.precision = "fp32"
         dims = cfg.stage_dims
         self.guidance_dim = dims[VSC_STAGE]
         self.num_features = dims[-1]
@@ -417,10 +417,9 @@ class SwinV2(nn.Module):
         """
         if _tracing() or torch.is_grad_enabled():
             return self._late(self._early(images), guidance)
-        dtype = PRECISIONS[self.precision]
-        if dtype is None:
+        if self.precision == "fp32":
             return self._infer(images, guidance)
-        with torch.autocast(images.device.type, dtype=dtype):
+        with autocast(self.precision, images.device):
             return self._infer(images, guidance).float()
 
     def _infer(self, images: torch.Tensor, guidance: torch.Tensor | None) -> torch.Tensor:

@@ -1,12 +1,13 @@
 """Generic neural-network blocks, independent of the DeepMSI architecture."""
 
-from deepmsi.nn.autocast import float32_region
+from deepmsi.nn.autocast import autocast, float32_region
 from deepmsi.nn.drop_path import DropPath
 from deepmsi.nn.feature_norm import FeatureNorm
 from deepmsi.nn.mlp import BatchNorm1d, Mlp, MlpHead, ProjectionHead
 from deepmsi.nn.window import fit_window, shifted_window_mask, window_partition, window_reverse
 
 __all__ = [
+    "autocast",
     "BatchNorm1d",
     "DropPath",
     "FeatureNorm",

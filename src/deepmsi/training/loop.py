@@ -42,7 +42,9 @@ from deepmsi.labels import LabelSet
 from deepmsi.losses import DeepMSILoss
 from deepmsi.metrics import Metrics, compute_metrics
 from deepmsi.modalities import NAME_OF
+from deepmsi.models.swin_v2 import set_precision
 from deepmsi.models.swin_v2_hf import adapt_config, load_hf_weights
+from deepmsi.nn.autocast import autocast
 from deepmsi.nn.precise_bn import recompute_batchnorm
 from deepmsi.pretrained import PretrainedWeights, read_pretrained
 from deepmsi.runs import folder as runs
@@ -229,6 +231,7 @@ def _setup(
         load_hf_weights(model.video.backbone, backbone.state, cfg.video_backbone)
     model.set_input_stats(input_statistics(train_ds))  # a resumed run restores the same values
     model.to(device)
+    set_precision(model, cfg.precision)  # dev is scored in the arithmetic training uses
     criterion, weights = _criterion(cfg, train_ds, len(store.labels), device)
     sampler, loader = _loader(train_ds, cfg, info, device)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg), weight_decay=cfg.weight_decay)
@@ -390,8 +393,9 @@ def _train_epoch(s: _Session, epoch: int) -> np.ndarray:
         lines=False,  # the loop logs one line per epoch
     )
     for batch in bar:
-        out = s.net(**batch.model_inputs(s.device))
-        loss = s.criterion(out, batch.labels.to(s.device))
+        with autocast(s.cfg.precision, s.device):
+            out = s.net(**batch.model_inputs(s.device))
+            loss = s.criterion(out, batch.labels.to(s.device))
         s.optimizer.zero_grad(set_to_none=True)
         loss.total.backward()
         if s.cfg.grad_clip > 0:
