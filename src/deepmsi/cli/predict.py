@@ -94,7 +94,7 @@ def add_precision_option(p: argparse.ArgumentParser) -> None:
         "--precision",
         choices=("fp32", "bf16"),
         default="fp32",
-        help="arithmetic of the video backbone: bf16 is about twice as fast on CPUs with bf16 "
+        help="arithmetic of the video backbone: bf16 is 1.3-1.9x as fast on CPUs with bf16 "
         "instructions (AVX-512 BF16, AMX) and on GPUs, at a small cost in accuracy",
     )
 

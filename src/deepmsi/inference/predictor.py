@@ -148,7 +148,7 @@ class Predictor:
     ) -> Predictor:
         """Load a run folder written by ``deepmsi train`` (weights chosen by ``checkpoint``);
         ``asr`` transcribes inputs without a transcript; ``precision`` "bf16" runs the video
-        backbone in bfloat16 (about twice as fast where the CPU has bf16 arithmetic)."""
+        backbone in bfloat16 (1.3-1.9x as fast where the CPU has bf16 arithmetic)."""
         run = load_run(run_dir, checkpoint=checkpoint)
         log.info(
             "loaded %s (epoch %s, modalities %s, dialogue context %s)",

@@ -460,8 +460,9 @@ def _init_weights(module: nn.Module) -> None:
 def set_precision(model: nn.Module, precision: str) -> None:
     """Run every Swin-V2 backbone in ``model`` in ``precision`` ("fp32" or "bf16") for inference.
 
-    bf16 roughly halves the backbone's time where the hardware has bf16 arithmetic, at the cost
-    of about three significant digits in its features; training and ONNX export ignore it."""
+    bf16 takes 0.5-0.75x the backbone's time where the hardware has bf16 arithmetic, at the
+    cost of about three significant digits in its features (with VSC, a near-tie can change a
+    kept token); autograd (training: ``TrainConfig.precision``) and ONNX export ignore it."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     for module in model.modules():
