@@ -222,7 +222,6 @@ def _setup(
     done = _open_run_folder(run_dir, run_config, records, resume, info)
     train_ds = FeatureDataset(store, train_recs, model_config)
     dev_ds = FeatureDataset(store, dev_recs, model_config)
-
     if cfg.unimodal_weight > 0 and not model_config.unimodal_heads:
         raise ConfigError("unimodal_weight > 0 needs a model with unimodal_heads=True")
     torch.manual_seed(cfg.seed)
