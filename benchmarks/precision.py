@@ -24,7 +24,7 @@ from pathlib import Path
 
 from vsc_speed import DEFAULT_BATCH, _inputs
 
-PRECISIONS = ("fp32", "bf16")
+from deepmsi.config import PRECISIONS
 
 
 def _backbone(cfg, vsc: bool):

@@ -284,7 +284,9 @@ def main() -> None:
     )
     parser.add_argument("--budget-minutes", type=float, default=30.0, help="epoch budget checked")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    from deepmsi.config import PRECISIONS
+
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     parser.add_argument("--record", action="store_true", help="record rows in results.json")
     args = parser.parse_args()

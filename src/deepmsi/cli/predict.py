@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from deepmsi.config import PRECISIONS
+
 if TYPE_CHECKING:
     from deepmsi.inference.predictor import Predictor
 
@@ -92,7 +94,7 @@ def add_precision_option(p: argparse.ArgumentParser) -> None:
     """--precision, shared by predict, serve and evaluate."""
     p.add_argument(
         "--precision",
-        choices=("fp32", "bf16"),
+        choices=PRECISIONS,
         default="fp32",
         help="arithmetic of the video backbone: bf16 is 1.3-1.9x as fast on CPUs with bf16 "
         "instructions (AVX-512 BF16, AMX) and on GPUs, at a small cost in accuracy",

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from deepmsi.config import PRECISIONS
 from deepmsi.errors import ConfigError
 
 PRESETS = ("cpu", "paper", "tiny")
@@ -84,7 +85,7 @@ def add_config_options(p: argparse.ArgumentParser, *, modalities: bool = True) -
     g.add_argument("--device", help="auto (default), cpu or cuda[:N]")
     g.add_argument(
         "--precision",
-        choices=("fp32", "bf16"),
+        choices=PRECISIONS,
         help="fp32 (default), or bf16 autocast: faster on CPUs with bf16 instructions and on "
         "GPUs; weights and optimiser stay float32",
     )
